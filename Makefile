@@ -1,0 +1,29 @@
+# The two commands of the README:
+#   make demo   set up .venv and reconstruct the bundled sample scene (writes demo_out/)
+#   make test   set up .venv (bpy 4.5) and .venv-bpy50 (bpy 5.0) and run the tests
+PYTHON ?= python3
+VENV := .venv
+VENV50 := .venv-bpy50
+
+$(VENV)/.installed: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -r requirements-dev.txt
+	touch $@
+
+$(VENV50)/.installed: requirements-bpy50.txt
+	$(PYTHON) -m venv $(VENV50)
+	$(VENV50)/bin/python -m pip install -q --upgrade pip
+	$(VENV50)/bin/python -m pip install -q -r requirements-bpy50.txt
+	touch $@
+
+.PHONY: setup test test-core test-bpy50 demo
+setup: $(VENV)/.installed
+
+test: test-core test-bpy50
+
+test-core: $(VENV)/.installed
+	timeout 1800 $(VENV)/bin/python -m pytest tests
+
+test-bpy50: $(VENV50)/.installed
+	timeout 900 $(VENV50)/bin/python -m pytest tests/blender
