@@ -1,6 +1,7 @@
 """Test setup shared by all tests.
 
-* The repository root goes on ``sys.path`` so ``import core`` works as in the worker.
+* The repository root goes on ``sys.path`` so ``import core`` works as in the worker, and
+  ``tests/`` too, so shared test helpers (``import synthetic_pairs``) import by name.
 * Blender's user folder is redirected to a temporary directory before ``bpy`` is imported, so tests
   never touch the real ``~/.config/blender``.
 * ``load_addon()`` imports the extension from source under the package name ``photo_recon``
@@ -22,8 +23,9 @@ SHARED_DIR = REPO_ROOT.parent / "shared"
 ADDON_PACKAGE = "photo_recon"
 
 os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="recon-blender-user-"))
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+for _path in (REPO_ROOT, REPO_ROOT / "tests"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 
 def load_addon():
