@@ -1,0 +1,1 @@
+"""Blender-free geometry helpers (numpy only)."""
