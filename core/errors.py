@@ -39,6 +39,10 @@ class ReconstructionFailed(ReconstructionError):
     """The method ran but could not reconstruct the scene (too few matches, nothing registered)."""
 
 
+class DependencyError(ReconstructionError):
+    """A Python package is missing or could not be installed (the message names the log file)."""
+
+
 ERROR_TYPES: dict[str, type[ReconstructionError]] = {
     cls.__name__: cls
     for cls in (
@@ -50,6 +54,7 @@ ERROR_TYPES: dict[str, type[ReconstructionError]] = {
         Cancelled,
         WorkerError,
         ReconstructionFailed,
+        DependencyError,
     )
 }
 """Name -> class, used to re-raise an error that crossed the worker boundary as JSON."""
