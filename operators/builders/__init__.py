@@ -1,0 +1,234 @@
+"""Turn a :class:`~core.result.SceneResult` into Blender objects: cameras, points, meshes.
+
+``import_result`` builds a new collection; ``rebuild_geometry`` replaces only its points/meshes
+(a new confidence threshold or output type, from the cached result, without re-running the
+backend); ``build_map_images`` makes the depth/confidence images used to choose a threshold.
+Every builder works in bulk (numpy + ``foreach_set``) and a failure removes all it created.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import bpy
+import numpy as np
+
+from ...core.errors import InputError
+from ...core.masks import limit_points, sky_mask, valid_mask
+from ...core.progress import Progress
+from ...core.result import SceneResult
+from .cameras import apply_render_settings, build_cameras
+from .datablocks import CreatedData, id_name
+from .maps import build_map_images
+from .mesh import camera_depth, image_mesh_arrays, merge_mesh_arrays, build_mesh
+from .points import build_point_cloud, color_material, native_pointcloud_supported
+
+__all__ = ["ImportOptions", "build_map_images", "import_result", "rebuild_geometry"]
+
+log = logging.getLogger(__name__)
+
+OUTPUTS = ("POINTS", "MESH", "BOTH")
+GEOMETRY_ROLES = ("points", "mesh")
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """What :func:`import_result` builds.
+
+    Attributes:
+        output: ``"POINTS"``, ``"MESH"`` or ``"BOTH"``.
+        conf_threshold: keep pixels with confidence above this; None uses the result's
+            suggested ``conf_threshold``.
+        point_radius: point radius in scene units; 0 picks one from the data (about the
+            footprint of a map pixel at the median depth).
+        max_points: at most this many points (a fixed-seed uniform sample); 0 for all.
+        mask_sky: drop sky pixels found by the reference's colour heuristic (:func:`core.masks.sky_mask`).
+        cameras: create the camera objects.
+        background_images: show each photo behind its camera's view.
+        native_pointcloud: a native point cloud object instead of a mesh with Geometry Nodes
+            (falls back to the latter, with a warning, where Blender cannot convert).
+        merge_meshes: one mesh for all photos instead of one per photo.
+        max_depth_jump: largest relative depth range inside one mesh triangle
+            (see :func:`.mesh.grid_triangles`).
+        render_settings: set the scene camera, resolution and pixel aspect from the first camera.
+    """
+
+    output: str = "POINTS"
+    conf_threshold: float | None = None
+    point_radius: float = 0.0
+    max_points: int = 0
+    mask_sky: bool = False
+    cameras: bool = True
+    background_images: bool = True
+    native_pointcloud: bool = False
+    merge_meshes: bool = True
+    max_depth_jump: float = 0.05
+    render_settings: bool = True
+
+    def __post_init__(self) -> None:
+        if self.output not in OUTPUTS:
+            raise InputError(f"Import output {self.output!r} is not one of {', '.join(OUTPUTS)}.")
+        if self.point_radius < 0 or self.max_points < 0 or self.max_depth_jump <= 0:
+            raise InputError(
+                "Import options: point_radius and max_points must be >= 0 and max_depth_jump > 0 "
+                f"(got {self.point_radius}, {self.max_points}, {self.max_depth_jump})."
+            )
+
+
+def _pixel_masks(result: SceneResult, options: ImportOptions) -> list[np.ndarray]:
+    """``(H, W)`` bool per image: the pixels that become geometry under ``options``."""
+    threshold = result.conf_threshold if options.conf_threshold is None else options.conf_threshold
+    return [
+        valid_mask(im.pts3d_world, im.conf, threshold, sky_mask(im.colors) if options.mask_sky else None)
+        for im in result.images
+    ]
+
+
+def _auto_radius(result: SceneResult, masks: list[np.ndarray]) -> float:
+    """About one map pixel's footprint at the median depth (0.7 of it: neighbours overlap)."""
+    footprints = []
+    for im, mask in zip(result.images, masks):
+        depth = camera_depth(im)[mask]
+        depth = depth[depth > 0]
+        if depth.size:
+            footprints.append(float(np.median(depth)) / float(np.sqrt(im.K[0, 0] * im.K[1, 1])))
+    return 0.7 * float(np.median(footprints)) if footprints else 0.01
+
+
+def _build_geometry(
+    result: SceneResult,
+    options: ImportOptions,
+    collection: bpy.types.Collection,
+    created: CreatedData,
+    progress: Progress,
+) -> list[str]:
+    """Points and/or meshes into ``collection``; returns warnings for the user."""
+    warnings: list[str] = []
+    masks = _pixel_masks(result, options)
+    if not any(m.any() for m in masks):
+        return [
+            "No pixel is above the confidence threshold: no points or mesh were made. "
+            "Lower the threshold and re-import."
+        ]
+    material = color_material(f"{collection.name} colour", created)
+    if options.output in ("POINTS", "BOTH"):
+        progress("building objects", 0.1, "point cloud")
+        pts3d = np.concatenate([im.pts3d_world[m] for im, m in zip(result.images, masks)])
+        colors = np.concatenate([im.colors[m] for im, m in zip(result.images, masks)])
+        conf = np.concatenate([im.conf[m] for im, m in zip(result.images, masks)])
+        keep = limit_points(len(pts3d), options.max_points)
+        if keep is not None:
+            pts3d, colors, conf = pts3d[keep], colors[keep], conf[keep]
+        native = options.native_pointcloud
+        if native and not native_pointcloud_supported():
+            warnings.append("This Blender cannot make native point clouds; used a mesh instead.")
+            native = False
+        radius = options.point_radius or _auto_radius(result, masks)
+        build_point_cloud(
+            f"{collection.name} points", pts3d, colors, conf, radius, material, collection,
+            created, native=native,
+        )
+    if options.output in ("MESH", "BOTH"):
+        progress("building objects", 0.5, "mesh")
+        parts = [
+            image_mesh_arrays(im, m, options.max_depth_jump) for im, m in zip(result.images, masks)
+        ]
+        named = [(f"{im.name} mesh", p) for im, p in zip(result.images, parts) if len(p.triangles)]
+        if options.merge_meshes and named:
+            named = [(f"{collection.name} mesh", merge_mesh_arrays([p for _, p in named]))]
+        for name, part in named:
+            build_mesh(name, part, material, collection, created)
+        if not named:
+            warnings.append("No triangle survived the confidence and depth-jump tests: no mesh.")
+    return warnings
+
+
+def _finish(collection: bpy.types.Collection, warnings: list[str]) -> None:
+    for warning in warnings:
+        log.warning(warning)
+    collection["recon_warnings"] = "\n".join(warnings)
+
+
+def import_result(
+    result: SceneResult,
+    options: ImportOptions = ImportOptions(),
+    collection_name: str = "Reconstruction",
+    scene: bpy.types.Scene | None = None,
+    progress: Progress | None = None,
+) -> bpy.types.Collection:
+    """Build ``result`` as a new collection in ``scene`` (default: the context's scene).
+
+    The collection holds the cameras (one per photo, named after it), a point cloud and/or
+    meshes. Warnings for the user (e.g. mixed photo sizes, nothing above the threshold) are
+    logged and kept, newline-separated, in ``collection["recon_warnings"]``.
+
+    On any exception everything created so far is removed and the scene's render settings are
+    untouched; the exception propagates.
+
+    Raises:
+        InputError: the result has no registered image.
+    """
+    if not result.images:
+        raise InputError("The reconstruction has no registered photo: nothing to import.")
+    scene = scene or bpy.context.scene
+    progress = progress or Progress()
+    created = CreatedData()
+    try:
+        collection = created.add(bpy.data.collections.new(id_name(collection_name)))
+        scene.collection.children.link(collection)
+        collection["recon_role"] = "reconstruction"
+        warnings = list(result.warnings)
+        cameras = []
+        if options.cameras:
+            progress("building objects", 0.0, "cameras")
+            cameras, camera_warnings = build_cameras(
+                result, collection, created, options.background_images
+            )
+            warnings += camera_warnings
+        warnings += _build_geometry(result, options, collection, created, progress)
+        if options.render_settings and cameras:
+            render_warning = apply_render_settings(scene, cameras)
+            if render_warning:
+                warnings.append(render_warning)
+        progress("building objects", 1.0, "done")
+    except BaseException:
+        created.remove_all()
+        raise
+    _finish(collection, warnings)
+    return collection
+
+
+def rebuild_geometry(
+    collection: bpy.types.Collection,
+    result: SceneResult,
+    options: ImportOptions,
+    progress: Progress | None = None,
+) -> list[bpy.types.Object]:
+    """Replace the points/meshes of an imported ``collection`` with ones built under ``options``
+    (cameras stay). The old geometry is removed only once the new one is complete.
+
+    Returns:
+        the new geometry objects.
+    """
+    progress = progress or Progress()
+    old = [o for o in collection.objects if o.get("recon_role") in GEOMETRY_ROLES]
+    created = CreatedData()
+    try:
+        warnings = _build_geometry(result, options, collection, created, progress)
+    except BaseException:
+        created.remove_all()
+        raise
+    _remove_objects(old)
+    _finish(collection, warnings)
+    return [o for o in collection.objects if o.get("recon_role") in GEOMETRY_ROLES]
+
+
+def _remove_objects(objects: list[bpy.types.Object]) -> None:
+    """Delete ``objects`` with their data, materials and node groups once nothing else uses them."""
+    data = [o.data for o in objects if o.data is not None]
+    extras = {m for d in data for m in d.materials if m is not None}
+    extras |= {mod.node_group for o in objects for mod in o.modifiers if mod.type == "NODES"}
+    bpy.data.batch_remove(objects)
+    bpy.data.batch_remove([d for d in data if d.users == 0])
+    bpy.data.batch_remove([e for e in extras if e is not None and e.users == 0])

@@ -1,0 +1,38 @@
+"""Bookkeeping for the data-blocks one import creates, so a failure can remove them all."""
+
+from __future__ import annotations
+
+import bpy
+
+# Blender's ID names hold 63 bytes (UTF-8) before 5.0. Keep room for the ".001" Blender appends
+# to a name that is taken, so two imports of the same photos stay recognisable.
+_NAME_BYTES = 59
+
+
+def id_name(text: str) -> str:
+    """``text`` cut to a length every supported Blender keeps intact (UTF-8 safe)."""
+    return text.encode("utf-8")[:_NAME_BYTES].decode("utf-8", errors="ignore")
+
+
+class CreatedData:
+    """Data-blocks created by one import, in creation order."""
+
+    def __init__(self) -> None:
+        self._ids: list[bpy.types.ID] = []
+
+    def add(self, id_block):
+        """Record ``id_block`` (any ``bpy.types.ID``) and return it."""
+        self._ids.append(id_block)
+        return id_block
+
+    def remove_all(self) -> None:
+        """Delete every recorded data-block that still exists (objects are unlinked first)."""
+        alive = []
+        for id_block in self._ids:
+            try:
+                id_block.name  # noqa: B018 - raises ReferenceError once Blender freed it
+            except ReferenceError:
+                continue
+            alive.append(id_block)
+        bpy.data.batch_remove(alive)
+        self._ids.clear()
