@@ -1,0 +1,421 @@
+"""Sparse reconstruction: cameras and tie points from photos with pycolmap (COLMAP).
+
+SIFT features, exhaustive or sequential matching with geometric verification, then incremental
+mapping with bundle adjustment, all in a temporary workspace. The photos are EXIF-oriented and
+(if large) downscaled into the workspace as PNG, so COLMAP sees exactly the pixels we use.
+
+Conventions: COLMAP puts the centre of the top-left pixel at (0.5, 0.5); we put it at (0, 0), so
+``c_ours = c_colmap - 0.5``. A workspace image downscaled by ``s`` (photo = s * work, pixel-centre
+aware) maps back with ``u_photo = s * (u_work + 0.5) - 0.5``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+from PIL import ExifTags, Image, UnidentifiedImageError
+
+from ..errors import InputError, ReconstructionFailed
+from ..images import load_photo
+from ..progress import Progress
+
+log = logging.getLogger(__name__)
+
+MATCHERS = ("auto", "exhaustive", "sequential")
+CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
+INTRINSICS_MODES = ("auto", "shared", "per_image")
+
+_EXIF_FOCAL_35MM = 41989  # FocalLengthIn35mmFilm, in the Exif IFD
+_EXIF_MAKE, _EXIF_MODEL = 271, 272
+_FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
+
+
+@dataclass(frozen=True)
+class SfmOptions:
+    """Settings of the sparse stage.
+
+    Attributes:
+        matcher: ``exhaustive`` (all pairs), ``sequential`` (ordered frames, each matched with the
+            next ``sequential_overlap``), or ``auto`` (exhaustive up to ``exhaustive_max_images``).
+        exhaustive_max_images: the ``auto`` switch point.
+        sequential_overlap: neighbours per frame for sequential matching.
+        camera_model: ``SIMPLE_PINHOLE`` (one focal) or ``PINHOLE`` (fx, fy). No lens distortion:
+            the result format carries K only.
+        intrinsics: ``shared`` (one camera for all photos), ``per_image``, or ``auto`` (shared when
+            all photos have the same size and the same EXIF camera and focal).
+        max_image_size: long side (pixels) of the copies SIFT runs on; larger photos are downscaled.
+        max_features: SIFT features per image.
+        min_num_matches: verified matches a pair needs to count.
+        num_threads: CPU threads for COLMAP (-1 = all).
+    """
+
+    matcher: str = "auto"
+    exhaustive_max_images: int = 60
+    sequential_overlap: int = 10
+    camera_model: str = "SIMPLE_PINHOLE"
+    intrinsics: str = "auto"
+    max_image_size: int = 1600
+    max_features: int = 8192
+    min_num_matches: int = 15
+    num_threads: int = -1
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("matcher", MATCHERS),
+            ("camera_model", CAMERA_MODELS),
+            ("intrinsics", INTRINSICS_MODES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise InputError(
+                    f"Classical option {name}={getattr(self, name)!r} is not one of "
+                    f"{', '.join(allowed)}."
+                )
+        if self.max_image_size < 64 or self.max_features < 64 or self.min_num_matches < 5:
+            raise InputError(
+                "Classical options max_image_size and max_features must be >= 64 and "
+                "min_num_matches >= 5."
+            )
+
+
+@dataclass
+class SparseModel:
+    """Cameras and tie points of the largest reconstructed model.
+
+    Attributes:
+        files: registered photos, in input order.
+        photo_sizes: ``(W, H)`` of each registered photo after EXIF orientation.
+        K_photo: ``(N, 3, 3)`` float64 intrinsics in photo pixels (our pixel-centre convention).
+        cam2world: ``(N, 4, 4)`` float64, OpenCV camera axes.
+        points: ``(M, 3)`` float64 world tie points.
+        colors: ``(M, 3)`` uint8 RGB of ``points``.
+        visible: per registered photo, ``(m_i,)`` int64 indices into ``points`` that it observes.
+        unregistered: ``{"file", "reason"}`` for every photo that could not be placed.
+        warnings: messages for the user.
+    """
+
+    files: list[str]
+    photo_sizes: list[tuple[int, int]]
+    K_photo: np.ndarray
+    cam2world: np.ndarray
+    points: np.ndarray
+    colors: np.ndarray
+    visible: list[np.ndarray]
+    unregistered: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def exif_camera(path: str | Path) -> tuple[str, float | None]:
+    """The EXIF camera name and focal length in photo pixels (``None`` if EXIF lacks it).
+
+    The focal comes from the 35 mm-equivalent focal length, which is defined on the image
+    diagonal, so it does not depend on the EXIF orientation.
+    """
+    try:
+        with Image.open(path) as img:
+            exif = img.getexif()
+            width, height = img.size
+            exif_ifd = exif.get_ifd(ExifTags.IFD.Exif)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise InputError(f"Cannot read the photo {path}: {exc}.") from exc
+    name = f"{exif.get(_EXIF_MAKE, '')} {exif.get(_EXIF_MODEL, '')}".strip()
+    focal_35mm = exif_ifd.get(_EXIF_FOCAL_35MM)
+    if not focal_35mm:
+        return name, None
+    return name, float(focal_35mm) * math.hypot(width, height) / _FULL_FRAME_DIAGONAL_MM
+
+
+def _write_workspace_images(
+    paths: list[str], image_dir: Path, max_image_size: int, progress: Progress
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Write EXIF-oriented, downscaled PNG copies ``00000.png, ...``; return photo and work sizes."""
+    photo_sizes, work_sizes = [], []
+    for k, path in enumerate(paths):
+        rgb = load_photo(path)
+        h, w = rgb.shape[:2]
+        img = Image.fromarray(rgb)
+        scale = min(1.0, max_image_size / max(w, h))
+        if scale < 1.0:
+            img = img.resize(
+                (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS
+            )
+        img.save(image_dir / f"{k:05d}.png")
+        photo_sizes.append((w, h))
+        work_sizes.append(img.size)
+        progress("features", 0.5 * (k + 1) / len(paths), f"prepared photo {k + 1}/{len(paths)}")
+    return photo_sizes, work_sizes
+
+
+def _use_shared_camera(
+    options: SfmOptions, photo_sizes: list[tuple[int, int]], exif: list[tuple[str, float | None]]
+) -> bool:
+    if options.intrinsics != "auto":
+        return options.intrinsics == "shared"
+    return len(set(photo_sizes)) == 1 and len(set(exif)) == 1
+
+
+def _set_prior_focals(
+    database_path: Path,
+    exif: list[tuple[str, float | None]],
+    photo_sizes: list[tuple[int, int]],
+    work_sizes: list[tuple[int, int]],
+) -> None:
+    """Put EXIF focal lengths (scaled to the workspace copies) into the database's cameras."""
+    db = pycolmap.Database.open(str(database_path))
+    try:
+        for image in db.read_all_images():
+            k = int(Path(image.name).stem)
+            focal_photo = exif[k][1]
+            if focal_photo is None:
+                continue
+            camera = db.read_camera(image.camera_id)
+            focal_work = focal_photo * work_sizes[k][0] / photo_sizes[k][0]
+            for idx in camera.focal_length_idxs():
+                camera.params[idx] = focal_work
+            camera.has_prior_focal_length = True
+            db.update_camera(camera)
+    finally:
+        db.close()
+
+
+def _pair_statistics(database_path: Path, n_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoints per image ``(n,)`` and verified inlier matches per pair ``(n, n)`` (symmetric)."""
+    db = pycolmap.Database.open(str(database_path))
+    try:
+        id_to_index = {im.image_id: int(Path(im.name).stem) for im in db.read_all_images()}
+        keypoints = np.zeros(n_images, int)
+        for image_id, k in id_to_index.items():
+            keypoints[k] = db.num_keypoints_for_image(image_id)
+        inliers = np.zeros((n_images, n_images), int)
+        pair_ids, geometries = db.read_two_view_geometries()
+        for pair_id, geometry in zip(pair_ids, geometries):
+            id1, id2 = pycolmap.pair_id_to_image_pair(pair_id)
+            i, j = id_to_index[id1], id_to_index[id2]
+            inliers[i, j] = inliers[j, i] = len(geometry.inlier_matches)
+    finally:
+        db.close()
+    return keypoints, inliers
+
+
+def _unregistered_reason(
+    k: int, keypoints: np.ndarray, inliers: np.ndarray, min_matches: int, other_model: int
+) -> str:
+    """Why photo ``k`` is not in the largest model, in words for the user."""
+    if keypoints[k] < min_matches:
+        return f"too few features ({keypoints[k]}): a blank, blurred or very dark photo"
+    best = int(inliers[k].max()) if len(inliers) > 1 else 0
+    if best < min_matches:
+        return (
+            f"too few matches with the other photos (best pair: {best} verified matches, "
+            f"{min_matches} needed); it may not overlap the others"
+        )
+    if other_model > 0:
+        return (
+            f"it belongs to a separate group of {other_model} photos that could not be joined to "
+            "the main model (too little overlap between the groups)"
+        )
+    return (
+        f"matched other photos ({best} verified matches) but its pose could not be estimated "
+        "(matches too few or inconsistent)"
+    )
+
+
+def run_sfm(paths: list[str], options: SfmOptions, progress: Progress) -> SparseModel:
+    """Reconstruct cameras and sparse points of ``paths``; keeps the largest model.
+
+    Args:
+        paths: photo files (at least 2).
+        options: sparse settings.
+        progress: reports stages ``features``, ``matching``, ``mapping``; cancels between them.
+
+    Raises:
+        InputError: fewer than two photos or an unreadable photo.
+        ReconstructionFailed: no model could be built (too few features or matches).
+    """
+    if len(paths) < 2:
+        raise InputError("The classical backend needs at least two photos of the same scene.")
+    with tempfile.TemporaryDirectory(prefix="recon-sfm-") as tmp:
+        work = Path(tmp)
+        image_dir = work / "images"
+        image_dir.mkdir()
+        database_path = work / "database.db"
+        return _run_in_workspace(paths, options, progress, image_dir, database_path, work)
+
+
+def _run_in_workspace(
+    paths: list[str],
+    options: SfmOptions,
+    progress: Progress,
+    image_dir: Path,
+    database_path: Path,
+    work: Path,
+) -> SparseModel:
+    n = len(paths)
+    exif = [exif_camera(p) for p in paths]
+    photo_sizes, work_sizes = _write_workspace_images(
+        paths, image_dir, options.max_image_size, progress.sub(0.0, 0.3)
+    )
+    shared = _use_shared_camera(options, photo_sizes, exif)
+    names = [f"{k:05d}.png" for k in range(n)]
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = options.camera_model
+    camera_mode = pycolmap.CameraMode.SINGLE if shared else pycolmap.CameraMode.PER_IMAGE
+    pycolmap.Database.open(str(database_path)).close()  # import_images needs an existing file
+    pycolmap.import_images(database_path, image_dir, camera_mode, names, reader)
+    _set_prior_focals(database_path, exif, photo_sizes, work_sizes)
+
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.num_threads = options.num_threads
+    extraction.max_image_size = options.max_image_size
+    extraction.sift.max_num_features = options.max_features
+    extraction.sift.estimate_affine_shape = True
+    extraction.sift.domain_size_pooling = True
+    progress("features", 0.35, f"SIFT features on {n} photos")
+    pycolmap.extract_features(
+        database_path, image_dir, names, camera_mode, reader, extraction, pycolmap.Device.cpu
+    )
+
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = options.num_threads
+    verification = pycolmap.TwoViewGeometryOptions()
+    verification.min_num_inliers = options.min_num_matches
+    sequential = options.matcher == "sequential" or (
+        options.matcher == "auto" and n > options.exhaustive_max_images
+    )
+    progress("matching", 0.4, f"{'sequential' if sequential else 'exhaustive'} matching")
+    if sequential:
+        pairing = pycolmap.SequentialPairingOptions()
+        pairing.overlap = options.sequential_overlap
+        pycolmap.match_sequential(
+            database_path, matching, pairing, verification, pycolmap.Device.cpu
+        )
+    else:
+        pycolmap.match_exhaustive(
+            database_path, matching, pycolmap.ExhaustivePairingOptions(), verification,
+            pycolmap.Device.cpu,
+        )
+    keypoints, inliers = _pair_statistics(database_path, n)
+
+    progress("mapping", 0.6, "incremental mapping with bundle adjustment")
+    mapping = pycolmap.IncrementalPipelineOptions()
+    mapping.min_num_matches = options.min_num_matches
+    mapping.num_threads = options.num_threads
+    mapping.random_seed = 0
+    mapping.min_model_size = 2
+    mapping.ba_refine_principal_point = False
+    # Object-centred shoots have wide baselines and few features on plain backgrounds: accept
+    # smaller (still RANSAC-verified) inlier sets than COLMAP's large-scene defaults.
+    mapping.mapper.init_min_num_inliers = 50
+    mapping.mapper.abs_pose_min_num_inliers = 15
+    mapping.mapper.abs_pose_min_inlier_ratio = 0.15
+    mapping.mapper.init_min_tri_angle = 8.0
+    models = pycolmap.incremental_mapping(database_path, image_dir, work / "sparse", mapping)
+    progress("mapping", 1.0, "")
+    if not models:
+        raise ReconstructionFailed(_failure_message(paths, keypoints, inliers, options))
+    ranked = sorted(models.values(), key=lambda r: r.num_reg_images(), reverse=True)
+    return _to_sparse_model(
+        ranked, paths, photo_sizes, work_sizes, keypoints, inliers, options.min_num_matches
+    )
+
+
+def _failure_message(
+    paths: list[str], keypoints: np.ndarray, inliers: np.ndarray, options: SfmOptions
+) -> str:
+    n_pairs = int((np.triu(inliers, 1) >= options.min_num_matches).sum())
+    return (
+        f"Structure from motion could not reconstruct any of the {len(paths)} photos: "
+        f"median {int(np.median(keypoints))} features per photo, {n_pairs} photo pairs with at "
+        f"least {options.min_num_matches} verified matches. Use photos with more texture and more "
+        "overlap (each part of the scene seen from several nearby viewpoints)."
+    )
+
+
+def _to_sparse_model(
+    ranked: list[pycolmap.Reconstruction],
+    paths: list[str],
+    photo_sizes: list[tuple[int, int]],
+    work_sizes: list[tuple[int, int]],
+    keypoints: np.ndarray,
+    inliers: np.ndarray,
+    min_matches: int,
+) -> SparseModel:
+    rec = ranked[0]
+    group_of: dict[int, int] = {}
+    for other in ranked[1:]:
+        for image_id in other.reg_image_ids():
+            group_of.setdefault(int(Path(other.image(image_id).name).stem), other.num_reg_images())
+
+    point_ids = sorted(rec.point3D_ids())
+    point_index = {pid: i for i, pid in enumerate(point_ids)}
+    points = np.array([rec.point3D(pid).xyz for pid in point_ids], float).reshape(-1, 3)
+    colors = np.array([rec.point3D(pid).color for pid in point_ids], np.uint8).reshape(-1, 3)
+
+    by_index = {int(Path(rec.image(i).name).stem): rec.image(i) for i in rec.reg_image_ids()}
+    files, sizes, Ks, c2ws, visible, unregistered = [], [], [], [], [], []
+    for k, path in enumerate(paths):
+        image = by_index.get(k)
+        if image is None:
+            reason = _unregistered_reason(k, keypoints, inliers, min_matches, group_of.get(k, 0))
+            unregistered.append({"file": path, "reason": reason})
+            continue
+        files.append(path)
+        sizes.append(photo_sizes[k])
+        Ks.append(_K_photo(image.camera, photo_sizes[k], work_sizes[k]))
+        c2ws.append(np.linalg.inv(_homogeneous(image.cam_from_world().matrix())))
+        visible.append(
+            np.array(
+                [point_index[p.point3D_id] for p in image.points2D if p.has_point3D()], np.int64
+            )
+        )
+    warnings = []
+    if unregistered:
+        warnings.append(
+            f"{len(unregistered)} of {len(paths)} photos could not be registered: "
+            + "; ".join(f"{Path(u['file']).name}: {u['reason']}" for u in unregistered)
+        )
+    if len(ranked) > 1:
+        warnings.append(
+            f"The photos split into {len(ranked)} separate models of "
+            f"{', '.join(str(r.num_reg_images()) for r in ranked)} photos; only the largest is kept."
+        )
+    for message in warnings:
+        log.warning(message)
+    return SparseModel(
+        files=files,
+        photo_sizes=sizes,
+        K_photo=np.stack(Ks),
+        cam2world=np.stack(c2ws),
+        points=points,
+        colors=colors,
+        visible=visible,
+        unregistered=unregistered,
+        warnings=warnings,
+    )
+
+
+def _homogeneous(matrix_3x4: np.ndarray) -> np.ndarray:
+    out = np.eye(4)
+    out[:3, :4] = matrix_3x4
+    return out
+
+
+def _K_photo(
+    camera: pycolmap.Camera, photo_size: tuple[int, int], work_size: tuple[int, int]
+) -> np.ndarray:
+    """``(3, 3)`` intrinsics in photo pixels, our convention, from a COLMAP workspace camera."""
+    sx = photo_size[0] / work_size[0]
+    sy = photo_size[1] / work_size[1]
+    # COLMAP's principal point is in its (0.5, 0.5)-centred pixels, i.e. already "+0.5" ours.
+    return np.array(
+        [
+            [sx * camera.focal_length_x, 0.0, sx * camera.principal_point_x - 0.5],
+            [0.0, sy * camera.focal_length_y, sy * camera.principal_point_y - 0.5],
+            [0.0, 0.0, 1.0],
+        ]
+    )
