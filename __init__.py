@@ -1,0 +1,44 @@
+"""Photo Reconstruction: a folder of photos becomes cameras, a point cloud and meshes.
+
+Blender loads this package as ``bl_ext.<repo>.photo_recon``; scripts and tests load it from source
+(see ``operators/cli.py``). Registration only defines classes and properties: the worker and the
+network are started when a job runs. No timers are registered; a job still running when the
+add-on is disabled is cancelled.
+
+The submodules are imported in :func:`register`, not at import time, because pytest imports this
+file (the repository root is a package) for every test run, including the bpy-free core tests.
+"""
+
+from __future__ import annotations
+
+
+def _modules():
+    """The modules that define classes, in registration order."""
+    from .operators import maps, reconstruct, reimport
+    from .ui import panels, preferences, properties
+
+    return preferences, properties, reconstruct, reimport, maps, panels
+
+
+def register() -> None:
+    import bpy
+
+    from .ui import properties
+
+    for module in _modules():
+        for cls in module.CLASSES:
+            bpy.utils.register_class(cls)
+    properties.register_props()
+
+
+def unregister() -> None:
+    import bpy
+
+    from .operators import reconstruct
+    from .ui import properties
+
+    reconstruct.cancel_running_jobs()
+    properties.unregister_props()
+    for module in reversed(_modules()):
+        for cls in reversed(module.CLASSES):
+            bpy.utils.unregister_class(cls)
