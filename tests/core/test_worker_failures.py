@@ -1,0 +1,114 @@
+"""Workers that are cancelled, crash, are killed or run out of memory (real subprocesses)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from core.config import JobConfig
+from core.errors import Cancelled, OutOfMemoryError, WorkerError
+from core.job import Job
+
+
+def _synthetic(**options) -> JobConfig:
+    return JobConfig(images=(), backend="synthetic", options={"size": 32, **options})
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is ``pgid``, read from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _assert_gone(pid: int) -> None:
+    # Reaped by Popen.wait, so even a zombie would be gone: kill(pid, 0) must fail.
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    if Path("/proc").is_dir():
+        assert _group_members(pid) == []
+
+
+def _wait_for_stage(job: Job, stage: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = job.poll()
+        if status.stage == stage or status.state != "running":
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"the worker never reached stage {stage!r}")
+
+
+def test_cancel_mid_job_stops_the_worker_quickly(tmp_path):
+    job = Job(_synthetic(n_images=30, sleep_per_step=0.5), tmp_path / "job")
+    job.start()
+    assert _wait_for_stage(job, "rendering").state == "running"
+    t0 = time.monotonic()
+    job.cancel(grace_s=2.0)
+    assert time.monotonic() - t0 < 2.0
+    _assert_gone(job.process.pid)
+    assert job.process.returncode == 1  # it stopped by itself at its next progress report
+    assert job.poll().state == "cancelled"
+    assert not (tmp_path / "job" / "result").exists()
+    with pytest.raises(Cancelled):
+        job.result()
+
+
+def test_cancel_kills_a_worker_that_does_not_notice(tmp_path):
+    # A 60 s step never reaches the next cancel check: the grace period ends with SIGTERM.
+    job = Job(_synthetic(n_images=3, sleep_per_step=60.0), tmp_path / "job")
+    job.start()
+    _wait_for_stage(job, "rendering")
+    t0 = time.monotonic()
+    job.cancel(grace_s=0.5)
+    assert time.monotonic() - t0 < 2.5
+    assert job.process.returncode == -signal.SIGTERM
+    _assert_gone(job.process.pid)
+    assert job.poll().state == "cancelled"
+    assert not (tmp_path / "job" / "result").exists()
+
+
+def test_python_exception_becomes_a_structured_worker_error(tmp_path):
+    job = Job(_synthetic(crash="exception"), tmp_path / "job")
+    with pytest.raises(WorkerError, match="unexpected error: RuntimeError: synthetic crash requested"):
+        job.wait()
+    assert job.poll().state == "failed"
+
+
+@pytest.mark.parametrize(
+    ("crash", "expected"),
+    [("segfault", r"crashed \(SIGSEGV\)(.|\n)*Fatal Python error: Segmentation fault"),
+     ("exit", r"exited with status 3 without a result(.|\n)*crashing as asked: exit")],
+)
+def test_crashing_worker_gives_a_worker_error_with_the_log_tail(tmp_path, crash, expected):
+    job = Job(_synthetic(crash=crash), tmp_path / "job")
+    with pytest.raises(WorkerError, match=expected):
+        job.wait()
+    assert job.poll().state == "failed"
+    assert not (tmp_path / "job" / "result").exists()
+
+
+def test_killed_worker_says_possibly_out_of_memory(tmp_path):
+    job = Job(_synthetic(n_images=3, sleep_per_step=60.0), tmp_path / "job")
+    job.start()
+    _wait_for_stage(job, "rendering")
+    os.kill(job.process.pid, signal.SIGKILL)  # what the kernel's OOM killer does
+    with pytest.raises(WorkerError, match=r"killed \(SIGKILL\), possibly out of memory"):
+        job.wait()
+    _assert_gone(job.process.pid)
+
+
+def test_memory_error_becomes_out_of_memory_error(tmp_path):
+    job = Job(_synthetic(memory_limit_gb=2.0, allocate_gb=3.0), tmp_path / "job")
+    with pytest.raises(OutOfMemoryError, match="Out of memory .*smaller resolution"):
+        job.wait()
