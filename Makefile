@@ -27,3 +27,10 @@ test-core: $(VENV)/.installed
 
 test-bpy50: $(VENV50)/.installed
 	timeout 900 $(VENV50)/bin/python -m pytest tests/blender
+
+# `make zips`: one extension zip per platform in dist/, built and validated with Blender's own
+# builder, wheels from wheels/requirements.txt bundled (downloads them: needs network).
+# `make zips TORCH_BUNDLE=1` also bundles the CPU build of torch (zips in dist/torch/).
+.PHONY: zips
+zips: $(VENV)/.installed
+	$(VENV)/bin/python wheels/build.py $(if $(TORCH_BUNDLE),--torch-bundle)
