@@ -1,0 +1,203 @@
+"""RECON_OT_reconstruct: run a reconstruction job and import its result.
+
+Two drivers over the same job (``core.job.Job``, a worker subprocess speaking through files):
+
+* ``invoke`` (the panel button): modal; a window-manager timer polls the job, the panel shows a
+  progress bar and the status bar the stage and ETA; Esc or the Cancel button stops the worker.
+* ``execute`` (scripts, ``blender -b``, the ``bpy`` module): synchronous, through ``run_job``,
+  because timers and modal operators never run headless.
+
+Either way the scene is only touched once the result is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from pathlib import Path
+
+import bpy
+from bpy.props import EnumProperty, StringProperty
+
+from ..core.errors import InputError, ReconstructionError
+from ..core.job import Job, JobStatus, run_job
+from ..core.worker import RESULT_DIR
+from ..ui import preferences
+from ..ui.properties import to_job_config
+from .apply import apply_result
+
+log = logging.getLogger(__name__)
+
+_RUNNING: set[Job] = set()
+"""Jobs of modal operators still running, cancelled on unregister."""
+
+
+def new_job_dir(prefs) -> Path:
+    """A fresh job folder under the cache folder (``jobs/<date-time>-<random>``)."""
+    job_dir = preferences.cache_folder(prefs) / "jobs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    job_dir.mkdir(parents=True)
+    return job_dir
+
+
+def format_status(status: JobStatus) -> str:
+    """One status line: ``stage: message  42%  ETA 1:05``."""
+    text = f"{status.stage}: {status.message}" if status.message else status.stage
+    text += f"  {100 * status.fraction:.0f}%"
+    if status.eta_s is not None and status.state == "running":
+        text += f"  ETA {int(status.eta_s) // 60}:{int(status.eta_s) % 60:02d}"
+    return text
+
+
+def _log_progress(status: JobStatus) -> None:
+    log.info("%s", format_status(status))
+
+
+class RECON_OT_reconstruct(bpy.types.Operator):
+    """Reconstruct cameras and geometry from the photos in a folder"""
+
+    bl_idname = "recon.reconstruct"
+    bl_label = "Reconstruct"
+    bl_options = {"REGISTER", "UNDO"}
+
+    directory: StringProperty(
+        name="Photos", description="Photo folder; empty = the panel's", subtype="DIR_PATH",
+        options={"SKIP_SAVE"},
+    )
+    backend: EnumProperty(
+        name="Backend",
+        items=(
+            ("PANEL", "Panel Setting", "The backend chosen in the panel"),
+            ("classical", "Classical", ""),
+            ("dust3r", "DUSt3R", ""),
+            ("synthetic", "Synthetic", "Generated scene with exact cameras (tests)"),
+            ("result_file", "Result File", "Re-load a saved result (options: path)"),
+        ),
+        default="PANEL",
+        options={"SKIP_SAVE"},
+    )
+    options_json: StringProperty(
+        name="Options", description="JSON object merged over the backend options", default="{}",
+        options={"SKIP_SAVE"},
+    )
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return not context.window_manager.recon_running
+
+    def _prepare(self, context: bpy.types.Context):
+        """(job config, job folder, photo folder, worker python) from properties and settings."""
+        props, prefs = context.scene.recon, preferences.get_preferences(context)
+        try:
+            extra = json.loads(self.options_json or "{}")
+        except ValueError as exc:
+            raise InputError(f"Options must be a JSON object: {exc}") from exc
+        backend = "" if self.backend == "PANEL" else self.backend
+        config = to_job_config(props, prefs, self.directory, backend, extra)
+        directory = self.directory or props.directory
+        return config, new_job_dir(prefs), directory, preferences.worker_python(prefs)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            config, job_dir, directory, python = self._prepare(context)
+            result = run_job(config, job_dir, progress_cb=_log_progress, python=python)
+            collection = apply_result(context, result, job_dir / RESULT_DIR, directory)
+        except ReconstructionError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Reconstructed {len(result.images)} photos into {collection.name}")
+        return {"FINISHED"}
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if bpy.app.background:
+            return self.execute(context)
+        try:
+            config, job_dir, self._directory, python = self._prepare(context)
+            self._job = Job(config, job_dir, python=python)
+            self._job.start()
+        except ReconstructionError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self._job_dir = job_dir
+        _RUNNING.add(self._job)
+        wm = context.window_manager
+        wm.recon_running, wm.recon_cancel_requested = True, False
+        wm.recon_progress, wm.recon_status = 0.0, "Starting the worker"
+        wm.progress_begin(0.0, 1.0)
+        self._timer = wm.event_timer_add(0.1, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        wm = context.window_manager
+        if event.type == "ESC" or wm.recon_cancel_requested:
+            self._job.cancel()
+            self._finish(context)
+            self.report({"WARNING"}, "Reconstruction cancelled; the scene is unchanged")
+            return {"CANCELLED"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        status = self._job.poll()
+        if status.state == "running":
+            self._show(context, format_status(status), status.fraction)
+            return {"PASS_THROUGH"}
+        self._finish(context)
+        try:
+            result = self._job.result()  # raises the worker's error, or Cancelled
+            collection = apply_result(context, result, self._job_dir / RESULT_DIR, self._directory)
+        except ReconstructionError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Reconstructed {len(result.images)} photos into {collection.name}")
+        return {"FINISHED"}
+
+    def _show(self, context: bpy.types.Context, text: str, fraction: float) -> None:
+        wm = context.window_manager
+        wm.recon_status, wm.recon_progress = text, fraction
+        wm.progress_update(fraction)
+        context.workspace.status_text_set(f"Reconstruction: {text}")
+        _redraw_sidebars(wm)
+
+    def _finish(self, context: bpy.types.Context) -> None:
+        """Stop polling and clear every progress display (all exit paths come through here)."""
+        wm = context.window_manager
+        wm.event_timer_remove(self._timer)
+        wm.progress_end()
+        context.workspace.status_text_set(None)
+        wm.recon_running, wm.recon_cancel_requested = False, False
+        wm.recon_progress, wm.recon_status = 0.0, ""
+        _RUNNING.discard(self._job)
+        _redraw_sidebars(wm)
+
+
+class RECON_OT_cancel(bpy.types.Operator):
+    """Stop the running reconstruction; the scene is left unchanged"""
+
+    bl_idname = "recon.cancel"
+    bl_label = "Cancel"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return context.window_manager.recon_running
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        context.window_manager.recon_cancel_requested = True  # the modal operator acts on it
+        return {"FINISHED"}
+
+
+def _redraw_sidebars(wm: bpy.types.WindowManager) -> None:
+    for window in wm.windows:
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+
+
+def cancel_running_jobs() -> None:
+    """Stop every job still running (the add-on is being disabled)."""
+    for job in list(_RUNNING):
+        job.cancel()
+    _RUNNING.clear()
+
+
+CLASSES = (RECON_OT_reconstruct, RECON_OT_cancel)

@@ -1,0 +1,3 @@
+"""Blender user interface of the extension: preferences, scene settings and the sidebar panel."""
+
+from __future__ import annotations

@@ -1,0 +1,198 @@
+"""Scene settings of a reconstruction job, and their translation into a :class:`JobConfig`.
+
+The settings live on ``scene.recon`` (saved with the .blend); the progress of a running job lives
+on the window manager (never saved). :func:`to_job_config` is the one place where panel settings
+and preferences become the job the worker runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+from bpy.props import (
+    BoolProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+from ..core.config import JobConfig
+from ..core.errors import InputError
+from . import preferences
+
+WEIGHT_SUFFIXES = (".pth", ".safetensors")
+
+# Global-alignment iterations per preset; the reference demo uses 300 ("quality").
+DUST3R_ITERATIONS = {"quality": 300, "speed": 100}
+
+
+class ReconSettings(bpy.types.PropertyGroup):
+    directory: StringProperty(
+        name="Photos", description="Folder with the photos to reconstruct", subtype="DIR_PATH"
+    )
+    backend: EnumProperty(
+        name="Backend",
+        items=(
+            ("classical", "Classical", "Feature matching + SfM + multi-view stereo; no weights"),
+            ("dust3r", "DUSt3R", "DUSt3R network + global alignment; needs downloaded weights"),
+        ),
+        default="classical",
+    )
+    resolution: EnumProperty(
+        name="Resolution",
+        description="Working image width in pixels (DUSt3R network input size)",
+        items=(("512", "512 px", "Full network resolution"), ("224", "224 px", "Fast, coarse")),
+        default="512",
+    )
+    pair_graph: EnumProperty(
+        name="Pairs",
+        description="Which image pairs the network sees",
+        items=(
+            ("complete", "All Pairs", "Every pair of photos (best for < ~30 photos)"),
+            ("swin", "Sliding Window", "Each photo with its next neighbours (ordered sequences)"),
+            ("logwin", "Log Window", "Neighbours at 1, 2, 4, ... photos apart"),
+            ("oneref", "One Reference", "Every photo paired with the first"),
+        ),
+        default="complete",
+    )
+    window: IntProperty(name="Window", description="Neighbours per photo", default=3, min=1)
+    preset: EnumProperty(
+        name="Preset",
+        items=(("quality", "Quality", "More iterations"), ("speed", "Speed", "Fewer iterations")),
+        default="quality",
+    )
+    output: EnumProperty(
+        name="Output",
+        items=(
+            ("POINTS", "Points", "Coloured point cloud"),
+            ("MESH", "Mesh", "Coloured mesh triangulated from each photo's pointmap"),
+            ("BOTH", "Both", "Point cloud and mesh"),
+        ),
+        default="POINTS",
+    )
+    auto_threshold: BoolProperty(
+        name="Suggested Threshold",
+        description="Use the confidence threshold the backend suggests",
+        default=True,
+    )
+    conf_threshold: FloatProperty(
+        name="Confidence",
+        description="Pixels with confidence at or below this are dropped (DUSt3R: >= 1; "
+        "classical: 0..1)",
+        default=3.0,
+        min=0.0,
+    )
+    sky_mask: BoolProperty(
+        name="Mask Sky",
+        description="Drop sky pixels found by the DUSt3R demo's colour heuristic (the large "
+        "bluish or bright greyish regions); white walls may be taken for sky",
+        default=False,
+    )
+    last_result_dir: StringProperty(name="Result", description="Folder of the last result")
+    last_collection: StringProperty(name="Collection", description="Collection of the last import")
+
+
+def _register_wm_props() -> None:
+    wm = bpy.types.WindowManager
+    wm.recon_running = BoolProperty(default=False)
+    wm.recon_cancel_requested = BoolProperty(default=False)
+    wm.recon_progress = FloatProperty(name="Progress", subtype="FACTOR", min=0.0, max=1.0)
+    wm.recon_status = StringProperty(name="Status")
+
+
+def _unregister_wm_props() -> None:
+    for name in ("recon_running", "recon_cancel_requested", "recon_progress", "recon_status"):
+        if hasattr(bpy.types.WindowManager, name):
+            delattr(bpy.types.WindowManager, name)
+
+
+def photo_files(folder: str) -> list[str]:
+    """Paths of the image files in ``folder``, sorted by name (not recursive).
+
+    Blender's own list of image extensions is used because ``core.images`` needs Pillow, which
+    Blender's Python lacks; the worker skips files it cannot decode and says so.
+    """
+    return [
+        str(p) for p in sorted(Path(folder).iterdir())
+        if p.is_file() and p.suffix.lower() in bpy.path.extensions_image
+    ]
+
+
+def find_weights(folder: Path) -> Path | None:
+    """The DUSt3R checkpoint to use from ``folder`` (a file, searched one level deep), or None.
+
+    A 512 DPT checkpoint is preferred when several are present, as it is the reference default.
+    """
+    if not folder.is_dir():
+        return None
+    candidates = [
+        p for p in sorted(folder.glob("*")) + sorted(folder.glob("*/*"))
+        if p.is_file() and p.suffix in WEIGHT_SUFFIXES
+    ]
+    preferred = [p for p in candidates if "512" in str(p) and "dpt" in str(p).lower()]
+    return (preferred or candidates or [None])[0]
+
+
+def resolve_backend(props: ReconSettings, prefs) -> tuple[str, str]:
+    """The backend a job will actually use, and a note for the user ("" when all is as chosen)."""
+    if props.backend == "dust3r" and find_weights(preferences.weights_folder(prefs)) is None:
+        return "classical", (
+            f"No DUSt3R weights found in {preferences.weights_folder(prefs)}: the classical "
+            "backend is used. Put a checkpoint there or set the Weights Folder preference."
+        )
+    return props.backend, ""
+
+
+def backend_options(backend: str, props: ReconSettings, prefs) -> dict:
+    """Backend-specific ``JobConfig.options`` from the panel settings."""
+    if backend == "dust3r":
+        return {
+            "weights": str(find_weights(preferences.weights_folder(prefs))),
+            "image_size": int(props.resolution),
+            "graph": props.pair_graph,
+            "window": props.window,
+            "iterations": DUST3R_ITERATIONS[props.preset],
+        }
+    return {}
+
+
+def to_job_config(props: ReconSettings, prefs, directory: str = "", backend: str = "",
+                  extra_options: dict | None = None) -> JobConfig:
+    """The job for the photos in ``directory`` (default: the panel's folder).
+
+    Args:
+        backend: overrides the panel's backend (scripts and tests use "synthetic"/"result_file").
+        extra_options: merged over the backend options.
+
+    Raises:
+        InputError: no folder, or no images in it.
+    """
+    folder = bpy.path.abspath(directory or props.directory)
+    if not folder or not Path(folder).is_dir():
+        raise InputError(f"Photo folder {folder!r} does not exist; choose a folder of photos.")
+    images = photo_files(str(Path(folder).resolve()))
+    if not images:
+        raise InputError(f"No images (.jpg, .png, ...) found in {folder}; choose a folder of photos.")
+    if not backend:
+        backend, _note = resolve_backend(props, prefs)
+    options = backend_options(backend, props, prefs)
+    options.update(extra_options or {})
+    cache = preferences.cache_folder(prefs) / "predictions"
+    return JobConfig(images=tuple(images), backend=backend, device=prefs.device, options=options,
+                     cache_dir=str(cache))
+
+
+CLASSES = (ReconSettings,)
+
+
+def register_props() -> None:
+    bpy.types.Scene.recon = PointerProperty(type=ReconSettings)
+    _register_wm_props()
+
+
+def unregister_props() -> None:
+    _unregister_wm_props()
+    del bpy.types.Scene.recon
