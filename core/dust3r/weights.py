@@ -31,6 +31,7 @@ _DPT_ALIAS = re.compile(r"^(downstream_head[12]\.dpt\.scratch\.)layer_rn\.([0-3]
 _INT_KWARG = re.compile(r"\b(enc_num_heads|dec_num_heads)\s*=\s*(\d+)")
 _IMG_SIZE_KWARG = re.compile(r"\bimg_size\s*=\s*\(?\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)?")
 _STR_KWARG = re.compile(r"\b(pos_embed|output_mode|head_type)\s*=\s*['\"](\w+)['\"]")
+_UNSUPPORTED_GLOBAL = re.compile(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)")
 _MODE_KWARG = re.compile(r"\b(depth_mode|conf_mode)\s*=\s*\(([^)]*)\)")
 
 
@@ -152,14 +153,15 @@ def read_pth(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        culprit = _UNSUPPORTED_GLOBAL.search(str(exc))
         raise WeightsError(
-            f"{path} was refused: it contains Python objects that are not plain weights "
-            f"({first_line}). Use an official DUSt3R checkpoint."
+            f"{path} was refused: it contains Python objects that are not plain weights"
+            f"{f' ({culprit[1]})' if culprit else ''}. Use an official DUSt3R checkpoint."
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise WeightsError(f"{path} cannot be read as a PyTorch checkpoint (truncated or not a "
-                           f"checkpoint: {exc}). Download it again.") from exc
+        reason = str(exc).split(". ")[0]
+        raise WeightsError(f"{path} cannot be read as a PyTorch checkpoint; it is truncated or "
+                           f"not a checkpoint ({reason}). Download it again.") from exc
     if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict):
         state, args = ckpt["model"], ckpt.get("args")
     elif isinstance(ckpt, dict):
