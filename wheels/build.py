@@ -41,8 +41,10 @@ PLATFORM_TAGS: dict[str, tuple[str, ...]] = {
 """Blender platform name -> the wheel platform tags pip may pick for it (Blender's minimum OS)."""
 
 TORCH_LOCAL_VERSION = {"linux-x64": "+cpu"}
-"""The CPU build of torch for Linux is published with a local version (PyPI's Linux wheel is the
-CUDA one, which needs separate nvidia-* wheels of several GB)."""
+"""The CPU build of torch for Linux is published with a local version on PyTorch's CPU index
+(PyPI's Linux wheel is the CUDA one, which needs separate nvidia-* wheels of several GB)."""
+
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 FORBIDDEN = ("numpy",)
 """Never bundled: Blender's own numpy must stay the one every add-on sees."""
@@ -106,6 +108,8 @@ def download(reqs: list[str], platform: str, dest: Path) -> list[Path]:
            "--progress-bar", "off", "-q"]
     for tag in PLATFORM_TAGS[platform]:
         cmd += ["--platform", tag]
+    if any("+" in r for r in reqs):
+        cmd += ["--extra-index-url", TORCH_CPU_INDEX]
     subprocess.run([*cmd, *reqs], check=True)
     chosen = []
     for req in reqs:
