@@ -34,3 +34,11 @@ test-bpy50: $(VENV50)/.installed
 .PHONY: zips
 zips: $(VENV)/.installed
 	$(VENV)/bin/python wheels/build.py $(if $(TORCH_BUNDLE),--torch-bundle)
+
+# The demo: reconstruct the bundled sample scene with the default (classical) backend; writes
+# demo_out/scene.blend and demo_out/preview.png and prints the camera errors against its truth.
+SAMPLE := tests/data/sample_scene
+demo: $(VENV)/.installed
+	timeout 1800 $(VENV)/bin/python operators/cli.py --images $(SAMPLE)/images \
+		--truth $(SAMPLE)/gt.json --out demo_out/scene.blend --preview demo_out/preview.png \
+		--cache-dir demo_out/cache

@@ -51,7 +51,8 @@ def format_status(status: JobStatus) -> str:
 
 
 def _log_progress(status: JobStatus) -> None:
-    log.info("%s", format_status(status))
+    if status.state == "running":  # the end is reported by the operator itself
+        log.info("%s", format_status(status))
 
 
 class RECON_OT_reconstruct(bpy.types.Operator):
@@ -93,6 +94,8 @@ class RECON_OT_reconstruct(bpy.types.Operator):
             extra = json.loads(self.options_json or "{}")
         except ValueError as exc:
             raise InputError(f"Options must be a JSON object: {exc}") from exc
+        if not isinstance(extra, dict):
+            raise InputError(f"Options must be a JSON object, not {self.options_json!r}.")
         backend = "" if self.backend == "PANEL" else self.backend
         config = to_job_config(props, prefs, self.directory, backend, extra)
         directory = self.directory or props.directory
