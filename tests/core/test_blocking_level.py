@@ -8,8 +8,12 @@ scaled), as a reconstruction would be.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from core.blocking.level import camera_up, find_floor, level_scene
 from core.blocking.scale import (
@@ -256,3 +260,76 @@ def test_no_floor_is_a_clear_error():
     result = make_scene(seed=4, surfaces={"wall": 1.0})[0]
     with pytest.raises(InputError, match="No floor found"):
         find_floor(result)
+
+
+def _tartanair_scene(scene_dir: Path, step: int = 8) -> SceneResult:
+    """A result made of the simulator's ground truth: metric z-depth and poses, every
+    ``step``-th pixel. The world is TartanAir's NED frame, so the true up is -Z."""
+    gt = json.loads((scene_dir / "gt.json").read_text())
+    images = []
+    for frame in gt["frames"]:
+        depth_mm = np.asarray(Image.open(scene_dir / frame["depth"]), np.float64)
+        depth = depth_mm[step // 2 :: step, step // 2 :: step] / 1000.0
+        h, w = depth.shape
+        # Intrinsics of the subsampled grid: pixel (u, v) is full-resolution pixel step*u+step/2.
+        K = np.array(
+            [
+                [frame["fx"] / step, 0, (frame["cx"] - step // 2) / step],
+                [0, frame["fy"] / step, (frame["cy"] - step // 2) / step],
+                [0, 0, 1],
+            ]
+        )
+        R_w2c, t_w2c = np.array(frame["R_w2c"]), np.array(frame["t_w2c"])
+        cam2world = np.eye(4)
+        cam2world[:3, :3] = R_w2c.T
+        cam2world[:3, 3] = -R_w2c.T @ t_w2c
+        u, v = np.meshgrid(np.arange(w, dtype=float), np.arange(h, dtype=float))
+        rays = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(K).T
+        pts = (rays * depth[..., None]) @ cam2world[:3, :3].T + cam2world[:3, 3]
+        pts[depth == 0] = np.nan
+        images.append(
+            ImageResult(
+                file=frame["file"],
+                photo_size=(frame["width"], frame["height"]),
+                K=K,
+                cam2world=cam2world,
+                photo_from_map=np.array([[step, 0, step // 2], [0, step, step // 2], [0, 0, 1.0]]),
+                pts3d_world=pts.astype(np.float32),
+                conf=(depth > 0).astype(np.float32),
+                colors=np.zeros((h, w, 3), np.uint8),
+                depth=depth.astype(np.float32),
+            )
+        )
+    return SceneResult(images=images, backend="ground-truth", conf_threshold=0.5)
+
+
+@pytest.mark.shared
+def test_level_and_scale_real_indoor_scene(shared_dir: Path):
+    """TartanAir indoor (simulator ground truth): the cameras' average up is far from gravity
+    (a flying camera), yet the tiled floor is found; then metric scale from two cameras."""
+    truth = _tartanair_scene(shared_dir / "scenes" / "tartanair_indoor_seq")
+    true_up = np.array([0.0, 0.0, -1.0])
+    assert _angle_deg(camera_up(truth), true_up) > 20.0
+
+    rng = np.random.default_rng(7)
+    world_from_truth = np.eye(4)
+    world_from_truth[:3, :3] = 2.7 * _random_rotation(rng)
+    world_from_truth[:3, 3] = rng.normal(0.0, 3.0, 3)
+    result = apply_similarity(truth, world_from_truth)
+
+    levelled, new_from_world, _ = level_scene(result)
+    new_from_truth = new_from_world @ world_from_truth
+    assert _angle_deg(new_from_truth[:3, :3] @ true_up, np.array([0.0, 0.0, 1.0])) < 1.0
+
+    c_first, c_last = (truth.images[k].cam2world[:3, 3] for k in (0, -1))
+    true_distance = float(np.linalg.norm(c_first - c_last))
+    factor = scale_from_cameras(levelled, 0, len(levelled.images) - 1, true_distance)
+    scaled = apply_scale(levelled, factor)
+    # Metric: camera heights above the levelled floor equal the true heights above the floor
+    # (true floor height measured from the ground truth: the lowest 1% of points).
+    floor_z_truth = np.nanpercentile(
+        np.concatenate([im.pts3d_world[..., 2].ravel() for im in truth.images]), 99.0
+    )
+    true_heights = np.array([floor_z_truth - im.cam2world[2, 3] for im in truth.images])
+    heights = np.array([im.cam2world[2, 3] for im in scaled.images])
+    np.testing.assert_allclose(heights, true_heights, rtol=0.01, atol=0.01)

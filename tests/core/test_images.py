@@ -26,6 +26,7 @@ def preprocess_dir(shared_dir: Path) -> Path:
     return shared_dir / "reference" / "preprocess"
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize("size", [512, 224])
 def test_matches_official_loader_exactly(preprocess_dir: Path, size: int):
     golden = np.load(preprocess_dir / "preprocess_golden.npz", allow_pickle=False)
@@ -39,6 +40,7 @@ def test_matches_official_loader_exactly(preprocess_dir: Path, size: int):
         np.testing.assert_array_equal(im.rgb, expected, err_msg=im.file)
 
 
+@pytest.mark.shared
 def test_exif_orientation_and_photo_size(preprocess_dir: Path):
     path = preprocess_dir / "inputs" / "exif_orientation6.jpg"
     with Image.open(path) as raw:
@@ -50,6 +52,7 @@ def test_exif_orientation_and_photo_size(preprocess_dir: Path):
     assert im.photo_size == (stored_h, stored_w)
 
 
+@pytest.mark.shared
 def test_crop_box_corners_land_inside_photo(preprocess_dir: Path):
     """Network corners map to the crop box: the 4:3 crop of the square image is centred."""
     (im,), _ = load_images([preprocess_dir / "inputs" / "nerf_synthetic_lego_r_0.png"])
