@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from .errors import InputError
 
@@ -35,6 +35,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 
 PATCH_SIZE = 16
 """The network's patch size: 512-path crops are multiples of it."""
+
+# What Pillow raises for unreadable, truncated or corrupt files (UnidentifiedImageError is an
+# OSError; some decoders raise SyntaxError or ValueError; huge images a DecompressionBombError).
+_READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 @dataclass
@@ -91,7 +95,7 @@ def load_photo(path: str | Path) -> np.ndarray:
     """
     try:
         return np.asarray(_open_oriented(path))
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except _READ_ERRORS as exc:
         raise InputError(f"Cannot read the photo {path}: {exc}.") from exc
 
 
@@ -205,7 +209,7 @@ def load_images(
     for file in files:
         try:
             photo = _open_oriented(file)
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
+        except _READ_ERRORS as exc:
             skipped.append({"file": file, "reason": f"unreadable or truncated image: {exc}"})
             continue
         rgb, photo_from_map = resize_and_crop(photo, size, square_ok)
