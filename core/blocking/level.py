@@ -101,16 +101,16 @@ def _ransac_plane(
     best = int(np.argmin(cost))
     normal, offset = normals[best], float(offsets[best])
     # Least squares on the inliers, repeated with a band of 3 robust sigmas of the residuals
-    # (never wider than the threshold): stray points inside the threshold slab far from the
-    # surface would otherwise tilt a small plane.
+    # (between a tenth of the threshold and the threshold): stray points inside the threshold
+    # slab far from the surface would otherwise tilt a small plane.
     band = threshold
     for _ in range(3):
-        distance = np.abs(pts @ normal + offset)
-        inliers = distance < band
-        if inliers.sum() < 3:
+        inliers = pts[np.abs(pts @ normal + offset) < band]
+        if len(inliers) < 3:
             return None
-        normal, offset = fit_plane(pts[inliers])
-        band = min(threshold, 3.0 * 1.4826 * float(np.median(distance[inliers])))
+        normal, offset = fit_plane(inliers)
+        robust_sigma = 1.4826 * float(np.median(np.abs(inliers @ normal + offset)))
+        band = min(threshold, max(0.1 * threshold, 3.0 * robust_sigma))
     return normal, offset
 
 
