@@ -81,7 +81,7 @@ def _kill_group(proc: subprocess.Popen, sig: int) -> None:
         if os.name == "posix":
             os.killpg(proc.pid, sig)
         else:
-            proc.kill() if sig == getattr(signal, "SIGKILL", None) else proc.terminate()
+            proc.terminate()  # TerminateProcess: there is no gentler signal to send
     except (ProcessLookupError, PermissionError):
         pass
 
@@ -250,7 +250,10 @@ class Job:
         rc = self.process.returncode
         if rc is not None and rc < 0:
             sig = -rc
-            name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+            try:
+                name = signal.Signals(sig).name
+            except ValueError:
+                name = f"signal {sig}"
             if sig == getattr(signal, "SIGKILL", -1):
                 what = f"was killed ({name}), possibly out of memory (the system kills the largest process)"
             else:
@@ -294,8 +297,11 @@ class Job:
     def wait(
         self, progress_cb: Callable[[JobStatus], None] | None = None, poll_interval: float = 0.2
     ) -> SceneResult:
-        """Block until the job ends and return :meth:`result`; ``progress_cb(status)`` sees every
-        change. A KeyboardInterrupt cancels the worker before it propagates."""
+        """Start the job if needed, block until it ends and return :meth:`result`.
+
+        ``progress_cb(status)`` is called with every new :class:`JobStatus`. A KeyboardInterrupt
+        cancels the worker before it propagates.
+        """
         if self.process is None:
             self.start()
         last = None

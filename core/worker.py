@@ -54,12 +54,16 @@ _BACKEND_SHARE = (0.05, 0.97)
 
 
 def limit_threads() -> int:
-    """Use all cores but one (Blender's UI keeps a core) unless the environment says otherwise.
+    """Size the thread pools to the cores this process may use, unless the environment says.
 
-    Must run before numpy/torch are imported: their thread pools read these variables once.
+    One pool size for OpenMP (torch), MKL and OpenBLAS, taken from the CPU affinity (containers
+    and ``taskset`` restrict it), so libraries do not each start a thread per machine core. On
+    more than 4 cores one is left for Blender's UI; on small machines that would cost too much.
+    Must run before numpy/torch are imported: their pools read these variables once.
     Returns the thread count in effect.
     """
-    threads = max(1, (os.cpu_count() or 2) - 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = cores - 1 if cores > 4 else cores
     for name in _THREAD_VARIABLES:
         os.environ.setdefault(name, str(threads))
     return int(os.environ["OMP_NUM_THREADS"])
