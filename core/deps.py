@@ -81,10 +81,17 @@ for dist, name in modules.items():
     entry = {"version": None, "location": "", "error": ""}
     try:
         mod = importlib.import_module(name)
-        entry["version"] = str(getattr(mod, "__version__", "") or importlib.metadata.version(dist))
-        entry["location"] = str(getattr(mod, "__file__", "") or "")
     except Exception as exc:
         entry["error"] = type(exc).__name__ + ": " + str(exc)
+        out["modules"][dist] = entry
+        continue
+    entry["location"] = str(getattr(mod, "__file__", "") or "")
+    entry["version"] = str(getattr(mod, "__version__", "") or "")
+    if not entry["version"]:
+        try:
+            entry["version"] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
     out["modules"][dist] = entry
 torch = sys.modules.get("torch")
 if torch is not None:
@@ -99,7 +106,8 @@ print(json.dumps(out))
 
 @dataclass(frozen=True)
 class ModuleStatus:
-    """One probed package: ``version`` is None when it does not import (``error`` says why)."""
+    """One probed package: ``version`` is None when it does not import (``error`` says why), and
+    ``""`` when it imports but tells no version."""
 
     version: str | None
     location: str = ""

@@ -1,42 +1,46 @@
-"""Build a tiny pure-Python wheel offline, for tests that install or bundle wheels.
+"""Write a tiny pure-Python wheel offline, for tests that install or bundle wheels.
 
-The wheel is made by ``pip wheel`` from a package written into a temporary folder (setuptools
-from the test environment, no build isolation, no index), so the tests never download anything.
+The wheel is assembled directly with :mod:`zipfile` following the wheel format (PEP 427:
+``.dist-info`` with METADATA, WHEEL and a RECORD of SHA-256 digests), so it needs neither
+setuptools nor an index: the bpy 5.0 test environment has no setuptools, and tests never
+download anything.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import base64
+import hashlib
+import zipfile
 from pathlib import Path
 
 DUMMY_NAME = "recon_dummy_dep"
 DUMMY_VERSION = "1.2.3"
 
 
-def build_dummy_wheel(workdir: Path, out_dir: Path) -> Path:
-    """Write the package ``recon_dummy_dep`` (whose ``answer()`` returns 42) and build its wheel.
+def _record_entry(path: str, data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{path},sha256={digest},{len(data)}\n"
 
-    Returns the path of ``recon_dummy_dep-1.2.3-py3-none-any.whl`` in ``out_dir``.
-    """
-    src = workdir / "dummy_src"
-    (src / DUMMY_NAME).mkdir(parents=True)
-    (src / DUMMY_NAME / "__init__.py").write_text(
-        f'__version__ = "{DUMMY_VERSION}"\n\n\ndef answer():\n    return 42\n'
-    )
-    (src / "pyproject.toml").write_text(
-        "[build-system]\n"
-        'requires = ["setuptools"]\n'
-        'build-backend = "setuptools.build_meta"\n\n'
-        "[project]\n"
-        f'name = "{DUMMY_NAME}"\n'
-        f'version = "{DUMMY_VERSION}"\n'
-    )
+
+def build_dummy_wheel(out_dir: Path) -> Path:
+    """Write ``recon_dummy_dep-1.2.3-py3-none-any.whl`` (whose ``answer()`` returns 42) into
+    ``out_dir`` and return its path."""
+    dist_info = f"{DUMMY_NAME}-{DUMMY_VERSION}.dist-info"
+    files = {
+        f"{DUMMY_NAME}/__init__.py":
+            f'__version__ = "{DUMMY_VERSION}"\n\n\ndef answer():\n    return 42\n'.encode(),
+        f"{dist_info}/METADATA":
+            f"Metadata-Version: 2.1\nName: {DUMMY_NAME}\nVersion: {DUMMY_VERSION}\n".encode(),
+        f"{dist_info}/WHEEL":
+            b"Wheel-Version: 1.0\nGenerator: photo_recon-tests\nRoot-Is-Purelib: true\n"
+            b"Tag: py3-none-any\n",
+    }
+    record = "".join(_record_entry(p, data) for p, data in files.items())
+    record += f"{dist_info}/RECORD,,\n"
     out_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-index", "--no-deps",
-         "-q", "-w", str(out_dir), str(src)],
-        check=True, capture_output=True, text=True,
-    )
-    (wheel,) = out_dir.glob(f"{DUMMY_NAME}-{DUMMY_VERSION}-*.whl")
+    wheel = out_dir / f"{DUMMY_NAME}-{DUMMY_VERSION}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path, data in files.items():
+            zf.writestr(path, data)
+        zf.writestr(f"{dist_info}/RECORD", record)
     return wheel

@@ -39,8 +39,7 @@ def bare_python(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def dummy_wheel_dir(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("dummy")
-    return build_dummy_wheel(work, work / "wheels").parent
+    return build_dummy_wheel(tmp_path_factory.mktemp("dummy-wheels")).parent
 
 
 def test_probe_reports_this_environment(this_env):
