@@ -14,10 +14,10 @@ from __future__ import annotations
 
 def _modules():
     """The modules that define classes, in registration order."""
-    from .operators import maps, reconstruct, reimport
+    from .operators import dependencies, maps, reconstruct, reimport
     from .ui import panels, preferences, properties
 
-    return preferences, properties, reconstruct, reimport, maps, panels
+    return preferences, properties, dependencies, reconstruct, reimport, maps, panels
 
 
 def register() -> None:
@@ -34,10 +34,11 @@ def register() -> None:
 def unregister() -> None:
     import bpy
 
-    from .operators import reconstruct
+    from .operators import dependencies, reconstruct
     from .ui import properties
 
     reconstruct.cancel_running_jobs()
+    dependencies.cancel_running_installs()
     properties.unregister_props()
     for module in reversed(_modules()):
         for cls in reversed(module.CLASSES):
