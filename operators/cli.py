@@ -80,10 +80,11 @@ def load_addon(bpy) -> str:
 
 
 def clear_startup_scene(bpy) -> None:
-    """Remove the startup file's objects (cube, light, camera) when no .blend was opened."""
+    """Remove the startup file's collection and objects (cube, light, camera) when no .blend
+    was opened."""
     if not bpy.data.filepath:
         data = [o.data for o in bpy.data.objects if o.data is not None]
-        bpy.data.batch_remove(list(bpy.data.objects))
+        bpy.data.batch_remove(list(bpy.data.objects) + list(bpy.data.collections))
         bpy.data.batch_remove([d for d in data if d.users == 0])
 
 

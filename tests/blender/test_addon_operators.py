@@ -1,0 +1,143 @@
+"""The operators in background mode (real bpy, real worker subprocess, synthetic backend).
+
+Headless, ``bpy.ops.recon.reconstruct`` runs the job synchronously: a failure raises
+RuntimeError with the operator's ERROR report, and leaves no new data-block behind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ADDON_PACKAGE, load_addon
+
+bpy = pytest.importorskip("bpy")
+
+load_addon()
+from photo_recon.core.result import SceneResult  # noqa: E402
+
+BLENDER_FROM_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
+DATA_KINDS = ("objects", "collections", "meshes", "cameras", "images", "materials", "node_groups")
+
+
+@pytest.fixture(scope="module")
+def addon(tmp_path_factory):
+    """Registered and enabled, with the cache folder in a temporary folder."""
+    module = load_addon()
+    module.register()
+    entry = bpy.context.preferences.addons.new()
+    entry.module = ADDON_PACKAGE
+    prefs = bpy.context.preferences.addons[ADDON_PACKAGE].preferences
+    prefs.cache_dir = str(tmp_path_factory.mktemp("cache"))
+    yield prefs
+    bpy.context.preferences.addons.remove(entry)
+    module.unregister()
+
+
+@pytest.fixture
+def scene(addon):
+    """The scene's settings reset; every data-block a test made is removed afterwards."""
+    before = {kind: set(getattr(bpy.data, kind)) for kind in DATA_KINDS}
+    props = bpy.context.scene.recon
+    for name in ("output", "auto_threshold", "conf_threshold", "last_result_dir", "last_collection"):
+        props.property_unset(name)
+    yield props
+    bpy.data.batch_remove([b for k in DATA_KINDS for b in set(getattr(bpy.data, k)) - before[k]])
+
+
+def _snapshot() -> dict[str, int]:
+    return {kind: len(getattr(bpy.data, kind)) for kind in DATA_KINDS}
+
+
+def _job_dirs(prefs) -> list[Path]:
+    jobs = Path(prefs.cache_dir) / "jobs"
+    return sorted(jobs.iterdir()) if jobs.is_dir() else []
+
+
+def _role(collection, role):
+    return [o for o in collection.objects if o.get("recon_role") == role]
+
+
+def _expected_points(result: SceneResult, threshold: float) -> int:
+    return sum(int(((im.conf > threshold) & np.isfinite(im.pts3d_world).all(-1)).sum())
+               for im in result.images)
+
+
+def test_reconstruct_builds_cameras_and_points(scene, recon_photos):
+    assert bpy.ops.recon.reconstruct(directory=str(recon_photos), backend="synthetic") == {"FINISHED"}
+    collection = bpy.data.collections[scene.last_collection]
+    assert collection.name == "Recon photos"
+    result = SceneResult.load(scene.last_result_dir)
+    assert [Path(im.file).name for im in result.images] == ["img0.png", "img1.png", "img2.png"]
+    cameras = {o.name: o for o in _role(collection, "camera")}
+    assert sorted(cameras) == ["img0", "img1", "img2"]
+    for im in result.images:
+        expected = im.cam2world @ BLENDER_FROM_OPENCV
+        np.testing.assert_allclose(np.array(cameras[im.name].matrix_world), expected, atol=1e-5)
+    (points,) = _role(collection, "points")
+    assert len(points.data.vertices) == _expected_points(result, result.conf_threshold) > 0
+
+
+def test_reimport_uses_the_cached_result_only(addon, scene, recon_photos):
+    bpy.ops.recon.reconstruct(directory=str(recon_photos), backend="synthetic")
+    collection = bpy.data.collections[scene.last_collection]
+    result = SceneResult.load(scene.last_result_dir)
+    jobs = _job_dirs(addon)
+    cameras = _role(collection, "camera")
+
+    scene.output, scene.auto_threshold, scene.conf_threshold = "BOTH", False, 0.0
+    assert bpy.ops.recon.reimport() == {"FINISHED"}
+    assert _role(collection, "camera") == cameras
+    (points,) = _role(collection, "points")
+    assert len(points.data.vertices) == _expected_points(result, 0.0)
+    assert len(_role(collection, "mesh")) == 1
+
+    scene.output, scene.conf_threshold = "POINTS", 1.0  # synthetic confidence is 1: nothing left
+    assert bpy.ops.recon.reimport() == {"FINISHED"}
+    assert _role(collection, "points") == [] and _role(collection, "mesh") == []
+    assert "confidence threshold" in collection["recon_warnings"]
+    assert _job_dirs(addon) == jobs  # no worker ran
+
+
+def test_show_maps_makes_tagged_images_of_the_map_grid(scene, recon_photos):
+    bpy.ops.recon.reconstruct(directory=str(recon_photos), backend="synthetic")
+    result = SceneResult.load(scene.last_result_dir)
+    assert bpy.ops.recon.show_maps(index=1, kind="CONFIDENCE") == {"FINISHED"}
+    tagged = {i["recon_map"]: i for i in bpy.data.images if i.get("recon_result") == scene.last_result_dir}
+    assert sorted(tagged) == sorted(f"{k}:{kind}" for k in range(3) for kind in ("DEPTH", "CONFIDENCE"))
+    for k, im in enumerate(result.images):
+        assert tuple(tagged[f"{k}:DEPTH"].size) == im.size
+    count = len(bpy.data.images)
+    bpy.ops.recon.show_maps(index=2, kind="DEPTH")  # made once per result
+    assert len(bpy.data.images) == count
+    with pytest.raises(RuntimeError, match="no photo number 4"):
+        bpy.ops.recon.show_maps(index=3)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ('{"crash": "exception"}', "synthetic crash requested"),
+        ('{"crash": "segfault"}', "worker crashed"),
+        ('{"no_such_option": 1}', "Unknown synthetic backend option"),
+        ("[1]", "must be a JSON object"),
+    ],
+)
+def test_failing_job_reports_the_error_and_creates_nothing(scene, recon_photos, options, message):
+    before = _snapshot()
+    with pytest.raises(RuntimeError, match=message):
+        bpy.ops.recon.reconstruct(directory=str(recon_photos), backend="synthetic", options_json=options)
+    assert _snapshot() == before
+    assert scene.last_result_dir == ""
+
+
+def test_folder_without_photos_is_refused(scene, tmp_path):
+    (tmp_path / "readme.txt").write_text("no photos")
+    before = _snapshot()
+    for folder, message in ((tmp_path, "No images"), (tmp_path / "missing", "does not exist")):
+        with pytest.raises(RuntimeError, match=message):
+            bpy.ops.recon.reconstruct(directory=str(folder), backend="synthetic")
+    assert _snapshot() == before
+

@@ -1,0 +1,120 @@
+"""Registering the add-on, its preferences, and panel settings -> JobConfig (real bpy)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ADDON_PACKAGE, REPO_ROOT, load_addon
+
+bpy = pytest.importorskip("bpy")
+
+# The add-on's own copy of the core (the package loaded from source), whose classes it raises.
+load_addon()
+from photo_recon.core.config import JobConfig  # noqa: E402
+from photo_recon.core.errors import InputError  # noqa: E402
+
+
+def _is_registered() -> bool:
+    return hasattr(bpy.types.Scene, "recon") and hasattr(bpy.types, "RECON_OT_reconstruct")
+
+
+def test_register_and_unregister_twice_in_a_row():
+    addon = load_addon()
+    assert not _is_registered()
+    for _ in range(2):
+        addon.register()
+        assert _is_registered()
+        assert bpy.types.RECON_PT_main.bl_category == "Recon"
+        assert bpy.ops.recon.reconstruct.get_rna_type().identifier == "RECON_OT_reconstruct"
+        assert bpy.context.scene.recon.backend == "classical"
+        addon.unregister()
+        assert not _is_registered()
+        assert not hasattr(bpy.types.WindowManager, "recon_progress")
+
+
+@pytest.fixture
+def registered():
+    """The add-on registered and enabled (so that its AddonPreferences exist)."""
+    addon = load_addon()
+    addon.register()
+    entry = bpy.context.preferences.addons.new()
+    entry.module = ADDON_PACKAGE
+    yield bpy.context.preferences.addons[ADDON_PACKAGE].preferences
+    bpy.context.preferences.addons.remove(entry)
+    addon.unregister()
+
+
+def test_preference_defaults_are_blenders_python_and_user_folders(registered):
+    from photo_recon.ui import preferences
+
+    prefs = registered
+    assert (prefs.python, prefs.device, prefs.weights_dir, prefs.cache_dir) == ("", "auto", "", "")
+    assert preferences.worker_python(prefs) == sys.executable
+    user = Path(os.environ["BLENDER_USER_RESOURCES"]).resolve()
+    for folder in (preferences.cache_folder(prefs), preferences.weights_folder(prefs)):
+        assert folder.is_dir() and user in folder.resolve().parents
+
+
+def test_settings_become_a_job_config(registered, recon_photos, tmp_path):
+    from photo_recon.ui.properties import resolve_backend, to_job_config
+
+    prefs, props = registered, bpy.context.scene.recon
+    prefs.weights_dir, prefs.cache_dir = str(tmp_path / "weights"), str(tmp_path / "cache")
+    props.directory, props.backend = str(recon_photos), "dust3r"
+    # No weights: the classical backend is used, and the note says where weights were looked for.
+    backend, note = resolve_backend(props, prefs)
+    assert backend == "classical" and str(tmp_path / "weights") in note
+    config = to_job_config(props, prefs)
+    assert isinstance(config, JobConfig) and config.backend == "classical"
+    assert list(config.images) == [str(recon_photos / f"img{k}.png") for k in range(3)]
+    assert config.cache_dir.startswith(str(tmp_path / "cache"))
+
+    (tmp_path / "weights").mkdir()
+    weights = tmp_path / "weights" / "DUSt3R_ViTLarge_BaseDecoder_512_dpt.pth"
+    weights.write_bytes(b"")
+    props.resolution, props.pair_graph, props.window, props.preset = "224", "swin", 2, "speed"
+    prefs.device = "cpu"
+    config = to_job_config(props, prefs)
+    assert (config.backend, config.device) == ("dust3r", "cpu")
+    assert config.options == {"weights": str(weights), "image_size": 224, "graph": "swin",
+                              "window": 2, "iterations": 100}
+
+
+def test_settings_without_photos_are_refused(registered, tmp_path):
+    from photo_recon.ui.properties import to_job_config
+
+    props = bpy.context.scene.recon
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no photos here")
+    for folder, message in ((tmp_path / "empty", "No images"), (tmp_path / "missing", "does not exist")):
+        props.directory = str(folder)
+        with pytest.raises(InputError, match=message):
+            to_job_config(props, registered)
+
+
+def test_blender_process_never_loads_torch_or_pycolmap(recon_photos, tmp_path):
+    """Register, run a job and import it in a fresh interpreter: the heavy packages stay in the
+    worker process."""
+    code = f"""
+import sys
+sys.path.insert(0, {str(REPO_ROOT / 'tests')!r})
+from conftest import load_addon
+import bpy
+addon = load_addon()
+addon.register()
+bpy.ops.recon.reconstruct(directory={str(recon_photos)!r}, backend="synthetic")
+assert bpy.context.scene.recon.last_collection, "nothing imported"
+print("LOADED", sorted(m for m in ("torch", "pycolmap", "PIL") if m in sys.modules))
+sys.stdout.flush()
+import os
+os._exit(0)
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "LOADED []" in run.stdout

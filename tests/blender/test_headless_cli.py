@@ -1,0 +1,88 @@
+"""operators/cli.py end to end in a subprocess (the bpy module as Blender; synthetic backend).
+
+Each run is wrapped in a timeout: bpy 4.5 can hang at exit, which the CLI avoids with os._exit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+
+bpy = pytest.importorskip("bpy")
+
+CLI = REPO_ROOT / "operators" / "cli.py"
+
+
+def _cli(*args, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(CLI), *map(str, args)], capture_output=True,
+                          text=True, timeout=180, cwd=cwd)
+
+
+def _synthetic_truth(photos: Path, path: Path) -> None:
+    """gt.json (shared/scenes format) of the synthetic scene's true cameras, in another world
+    frame and scale (a similarity), computed by the synthetic backend in this process."""
+    from core import synthetic
+    from core.config import JobConfig
+    from core.progress import Progress
+
+    images = sorted(str(p) for p in photos.glob("*.png"))
+    truth = synthetic.run(JobConfig(images=images, backend="synthetic"), Progress())
+    rotation = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    frames = []
+    for im in truth.images:
+        K = im.K_photo
+        R_w2c = (rotation @ im.cam2world[:3, :3]).T
+        centre = 3.0 * rotation @ im.cam2world[:3, 3] + [1.0, 2.0, 3.0]
+        frames.append({"file": f"images/{Path(im.file).name}", "width": im.photo_size[0],
+                       "height": im.photo_size[1], "fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2],
+                       "cy": K[1, 2], "R_w2c": R_w2c.tolist(), "t_w2c": (-R_w2c @ centre).tolist()})
+    path.write_text(json.dumps({"frames": frames}))
+
+
+def test_cli_writes_blend_preview_and_camera_errors(recon_photos, tmp_path):
+    _synthetic_truth(recon_photos, tmp_path / "gt.json")
+    out, preview = tmp_path / "out" / "scene.blend", tmp_path / "out" / "preview.png"
+    run = _cli("--images", recon_photos, "--out", out, "--backend", "synthetic", "--output", "both",
+               "--preview", preview, "--truth", tmp_path / "gt.json", "--cache-dir",
+               tmp_path / "cache", cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+
+    with bpy.data.libraries.load(str(out)) as (data_from, _data_to):
+        objects, collections = list(data_from.objects), list(data_from.collections)
+    assert collections == ["Recon photos"]
+    assert {"img0", "img1", "img2", "Recon photos points", "Recon photos mesh"} <= set(objects)
+    assert not {"Cube", "Light", "Camera"} & set(objects)  # the startup scene was cleared
+
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(preview).convert("RGB"), float)
+    assert pixels.shape == (48, 64, 3)  # the first photo's size (64x48 < --preview-size)
+    assert pixels.std() > 5.0  # an image of the scene, not a blank frame
+
+    rotation = re.search(r"relative rotation error: median (\S+) deg, max (\S+) deg", run.stdout)
+    translation = re.search(r"translation direction error: median \S+ deg, max (\S+) deg", run.stdout)
+    assert "cameras compared: 3 (missing from the result: 0)" in run.stdout
+    assert float(rotation.group(2)) < 1e-3 and float(translation.group(1)) < 1e-3
+
+
+def test_cli_fails_clearly_on_an_empty_folder(tmp_path):
+    (tmp_path / "photos").mkdir()
+    out = tmp_path / "scene.blend"
+    run = _cli("--images", tmp_path / "photos", "--out", out, "--backend", "synthetic",
+               "--cache-dir", tmp_path / "cache", cwd=tmp_path)
+    assert run.returncode == 1
+    assert "photo_recon: error: No images" in run.stderr
+    assert not out.exists()
+
+
+def test_cli_refuses_bad_arguments(tmp_path):
+    run = _cli("--out", tmp_path / "scene.blend", cwd=tmp_path)
+    assert run.returncode == 2 and "--images" in run.stderr
