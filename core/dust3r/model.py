@@ -49,6 +49,8 @@ class Dust3rNet(nn.Module):
         super().__init__()
         c = config
         self.config = c
+        self.name = ""
+        """Checkpoint name (file stem), set by :func:`.weights.load_model`; recorded in outputs."""
         self.patch_embed = PatchEmbed(c)
         self.enc_blocks = nn.ModuleList(
             EncoderBlock(c.enc_embed_dim, c.enc_num_heads, c.mlp_ratio, c.norm_eps)

@@ -244,5 +244,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Dust3rNe
     state = {k: v.to(torch.float32) for k, v in state.items()}
     # assign=True adopts the loaded tensors instead of copying them into fresh parameters.
     model.load_state_dict(state, strict=True, assign=True)
+    model.name = path.parent.name if path.name == "model.safetensors" else path.stem
     log.info("Loaded %s (%s)", path.name, preset_name(config) or "custom size")
     return model.to(device).eval().requires_grad_(False)

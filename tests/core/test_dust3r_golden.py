@@ -16,6 +16,15 @@ pytestmark = pytest.mark.shared
 OUTPUTS = ("pts3d_1", "conf_1", "pts3d_2_in_1", "conf_2")
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks run fastest on one thread (and do not fight other processes for cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def relative_error(ours: np.ndarray, ref: np.ndarray) -> float:
     """Largest error relative to the reference value: per 3D point (vector norm) or per scalar."""
     if ref.shape[-1] == 3:

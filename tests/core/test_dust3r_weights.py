@@ -25,6 +25,15 @@ pytestmark = pytest.mark.shared
 OUTPUTS = ("pts3d_1", "conf_1", "pts3d_2_in_1", "conf_2")
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks run fastest on one thread (and do not fight other processes for cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def constructor_string(args: dict) -> str:
     """An ``args.model`` string in the official style, from constructor arguments."""
     parts = []
