@@ -35,7 +35,9 @@ def valid_mask(
     Returns:
         ``(H, W)`` bool.
     """
-    mask = (conf > conf_threshold) & np.isfinite(pts3d).all(axis=-1)
+    # Three elementwise tests: much faster than np.isfinite(pts3d).all(axis=-1) on big maps.
+    x, y, z = pts3d[..., 0], pts3d[..., 1], pts3d[..., 2]
+    mask = (conf > conf_threshold) & np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
     if exclude is not None:
         mask &= ~exclude
     return mask
@@ -91,7 +93,7 @@ def sky_mask(rgb: np.ndarray) -> np.ndarray:
 
 
 def limit_points(count: int, max_points: int, seed: int = 0) -> np.ndarray | None:
-    """Indices (sorted, int64) of at most ``max_points`` of ``count`` points, or None for all.
+    """``(count,)`` bool selecting at most ``max_points`` of ``count`` points, or None for all.
 
     A fixed-seed uniform sample, so re-importing with the same settings gives the same points.
     ``max_points <= 0`` means no limit.
@@ -99,4 +101,11 @@ def limit_points(count: int, max_points: int, seed: int = 0) -> np.ndarray | Non
     if max_points <= 0 or count <= max_points:
         return None
     rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(count, size=max_points, replace=False))
+    # Draw the smaller of the two sets: sampling without replacement costs the sample's size.
+    if max_points <= count // 2:
+        keep = np.zeros(count, bool)
+        keep[rng.choice(count, size=max_points, replace=False)] = True
+    else:
+        keep = np.ones(count, bool)
+        keep[rng.choice(count, size=count - max_points, replace=False)] = False
+    return keep

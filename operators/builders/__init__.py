@@ -21,7 +21,7 @@ from ...core.result import SceneResult
 from .cameras import apply_render_settings, build_cameras
 from .datablocks import CreatedData, id_name
 from .maps import build_map_images
-from .mesh import camera_depth, image_mesh_arrays, merge_mesh_arrays, build_mesh
+from .mesh import build_mesh, image_mesh_arrays, merge_mesh_arrays
 from .points import build_point_cloud, color_material, native_pointcloud_supported
 
 __all__ = ["ImportOptions", "build_map_images", "import_result", "rebuild_geometry"]
@@ -86,14 +86,33 @@ def _pixel_masks(result: SceneResult, options: ImportOptions) -> list[np.ndarray
 
 
 def _auto_radius(result: SceneResult, masks: list[np.ndarray]) -> float:
-    """About one map pixel's footprint at the median depth (0.7 of it: neighbours overlap)."""
+    """About one map pixel's footprint at the median depth (0.7 of it: neighbours overlap).
+
+    The median is taken over every 8th pixel in both directions: a radius needs no more.
+    """
     footprints = []
     for im, mask in zip(result.images, masks):
-        depth = camera_depth(im)[mask]
+        world2cam = np.linalg.inv(im.cam2world)
+        pts = im.pts3d_world[::8, ::8][mask[::8, ::8]].astype(np.float64)
+        depth = pts @ world2cam[2, :3] + world2cam[2, 3]
         depth = depth[depth > 0]
         if depth.size:
             footprints.append(float(np.median(depth)) / float(np.sqrt(im.K[0, 0] * im.K[1, 1])))
     return 0.7 * float(np.median(footprints)) if footprints else 0.01
+
+
+def _limit(masks: list[np.ndarray], max_points: int) -> list[np.ndarray]:
+    """``masks`` thinned to at most ``max_points`` selected pixels in all (see :func:`limit_points`)."""
+    counts = [int(m.sum()) for m in masks]
+    keep = limit_points(sum(counts), max_points)
+    if keep is None:
+        return masks
+    thinned = []
+    for mask, part in zip(masks, np.split(keep, np.cumsum(counts)[:-1])):
+        mask = mask.copy()
+        mask[mask] = part  # row-major order, as boolean indexing gathers
+        thinned.append(mask)
+    return thinned
 
 
 def _build_geometry(
@@ -114,12 +133,10 @@ def _build_geometry(
     material = color_material(f"{collection.name} colour", created)
     if options.output in ("POINTS", "BOTH"):
         progress("building objects", 0.1, "point cloud")
-        pts3d = np.concatenate([im.pts3d_world[m] for im, m in zip(result.images, masks)])
-        colors = np.concatenate([im.colors[m] for im, m in zip(result.images, masks)])
-        conf = np.concatenate([im.conf[m] for im, m in zip(result.images, masks)])
-        keep = limit_points(len(pts3d), options.max_points)
-        if keep is not None:
-            pts3d, colors, conf = pts3d[keep], colors[keep], conf[keep]
+        point_masks = _limit(masks, options.max_points)
+        pts3d = np.concatenate([im.pts3d_world[m] for im, m in zip(result.images, point_masks)])
+        colors = np.concatenate([im.colors[m] for im, m in zip(result.images, point_masks)])
+        conf = np.concatenate([im.conf[m] for im, m in zip(result.images, point_masks)])
         native = options.native_pointcloud
         if native and not native_pointcloud_supported():
             warnings.append("This Blender cannot make native point clouds; used a mesh instead.")

@@ -42,17 +42,17 @@ def scene_scale(result: SceneResult) -> float:
         dists = dists[dists > 0]
         if dists.size:
             return float(np.median(dists))
-    pts = result.images[0].pts3d_world.reshape(-1, 3)
+    pts = result.images[0].pts3d_world[::4, ::4].reshape(-1, 3)
     d = np.linalg.norm(pts[np.isfinite(pts).all(axis=1)] - centres[0], axis=1)
     d = d[d > 0]
     return float(np.median(d)) if d.size else 1.0
 
 
 def _scene_extent(result: SceneResult) -> float:
-    """Largest distance from any camera to any finite point (for the clip range)."""
+    """Largest distance from any camera to a finite point (every 4th pixel; for the clip range)."""
     extent = 0.0
     for im in result.images:
-        pts = im.pts3d_world.reshape(-1, 3)
+        pts = im.pts3d_world[::4, ::4].reshape(-1, 3)
         pts = pts[np.isfinite(pts).all(axis=1)]
         if len(pts):
             extent = max(extent, float(np.linalg.norm(pts - im.cam2world[:3, 3], axis=1).max()))

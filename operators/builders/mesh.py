@@ -43,19 +43,19 @@ def grid_triangles(valid: np.ndarray, depth: np.ndarray, max_depth_jump: float) 
     """
     h, w = valid.shape
     index = np.arange(h * w).reshape(h, w)
-    top_left, top_right = index[:-1, :-1], index[:-1, 1:]
-    bottom_left, bottom_right = index[1:, :-1], index[1:, 1:]
-    tris = np.concatenate(
-        [
-            np.stack([top_left, bottom_left, top_right], -1).reshape(-1, 3),
-            np.stack([top_right, bottom_left, bottom_right], -1).reshape(-1, 3),
-        ]
-    )
-    usable = (valid & (depth > 0)).ravel()
-    z = np.where(usable, depth.ravel(), np.nan)[tris]
-    with np.errstate(invalid="ignore"):
-        keep = usable[tris].all(axis=1) & (z.max(axis=1) - z.min(axis=1) <= max_depth_jump * z.min(axis=1))
-    return tris[keep]
+    z = np.where(valid & (depth > 0), depth, np.nan)  # NaN fails every comparison below
+    corners = [(index[:-1, :-1], z[:-1, :-1]), (index[:-1, 1:], z[:-1, 1:]),
+               (index[1:, :-1], z[1:, :-1]), (index[1:, 1:], z[1:, 1:])]
+    top_left, top_right, bottom_left, bottom_right = corners
+    tris = []
+    # Whole-grid elementwise min/max: much faster than reducing (T, 3) gathers along axis 1.
+    for a, b, c in ((top_left, bottom_left, top_right), (top_right, bottom_left, bottom_right)):
+        z_min = np.minimum(np.minimum(a[1], b[1]), c[1])
+        z_max = np.maximum(np.maximum(a[1], b[1]), c[1])
+        with np.errstate(invalid="ignore"):
+            keep = z_max - z_min <= max_depth_jump * z_min
+        tris.append(np.stack([a[0][keep], b[0][keep], c[0][keep]], axis=-1))
+    return np.concatenate(tris)
 
 
 @dataclass
@@ -83,7 +83,9 @@ def image_mesh_arrays(image: ImageResult, valid: np.ndarray, max_depth_jump: flo
     """
     h, w = valid.shape
     tris = grid_triangles(valid, camera_depth(image), max_depth_jump)
-    used = np.unique(tris)
+    is_used = np.zeros(h * w, bool)
+    is_used[tris.ravel()] = True
+    used = np.flatnonzero(is_used)  # sorted vertex ids without np.unique's sort
     remap = np.zeros(h * w, np.int64)
     remap[used] = np.arange(len(used))
     v, u = np.divmod(used, w)
@@ -128,7 +130,9 @@ def build_mesh(
     mesh.loops.add(3 * len(tris))
     mesh.polygons.add(len(tris))
     set_point_attributes(mesh, arrays.pts3d, arrays.colors)
-    mesh.loops.foreach_set("vertex_index", tris.astype(np.int32).ravel())
+    # The corner -> vertex attribute takes the array as is; loops.foreach_set("vertex_index")
+    # goes element by element (about 20x slower).
+    mesh.attributes[".corner_vert"].data.foreach_set("value", tris.astype(np.int32).ravel())
     mesh.polygons.foreach_set("loop_start", np.arange(0, 3 * len(tris), 3, dtype=np.int32))
     uv_layer = mesh.uv_layers.new(name="UVMap")
     uv_layer.uv.foreach_set("vector", arrays.uv[tris].ravel())

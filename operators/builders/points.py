@@ -9,31 +9,43 @@ import numpy as np
 from .datablocks import CreatedData, id_name
 
 COLOR_ATTRIBUTE = "Col"
-"""Point-domain BYTE_COLOR attribute with the photo colour (read by :func:`color_material`)."""
+"""Point-domain FLOAT_COLOR attribute with the photo colour (read by :func:`color_material`)."""
 CONFIDENCE_ATTRIBUTE = "confidence"
 """Point-domain FLOAT attribute with the backend's confidence of each point."""
 RADIUS_INPUT = "Radius"
 """Name of the points node group's radius input (a modifier input in scene units)."""
 
 
+def _srgb_to_linear_table() -> np.ndarray:
+    """``(256,)`` float32: linear value of each 8-bit sRGB code (the sRGB transfer function)."""
+    c = np.arange(256, dtype=np.float64) / 255.0
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+_SRGB_TO_LINEAR = _srgb_to_linear_table()
+
+
 def set_point_attributes(
-    mesh_or_cloud, pts3d: np.ndarray, colors: np.ndarray, conf: np.ndarray | None = None
+    mesh: bpy.types.Mesh, pts3d: np.ndarray, colors: np.ndarray, conf: np.ndarray | None = None
 ) -> None:
-    """Fill the positions, colours and (optionally) confidence of existing points in bulk.
+    """Fill the positions, colours and (optionally) confidence of a mesh's vertices in bulk.
+
+    Colours are stored as linear floats (FLOAT_COLOR): Blender copies those as they are, while a
+    BYTE_COLOR attribute converts every value one by one (about 80x slower for 2M points).
 
     Args:
-        mesh_or_cloud: a ``bpy.types.Mesh`` (vertices) with ``len(pts3d)`` points.
+        mesh: a mesh with ``len(pts3d)`` vertices.
         pts3d: ``(N, 3)`` float world positions.
         colors: ``(N, 3)`` uint8 sRGB colours.
         conf: ``(N,)`` float confidence, or None for no confidence attribute.
     """
-    attributes = mesh_or_cloud.attributes
+    attributes = mesh.attributes
     attributes["position"].data.foreach_set("vector", np.ascontiguousarray(pts3d, np.float32).ravel())
-    rgba = np.ones((len(colors), 4), np.float32)
-    rgba[:, :3] = colors
-    rgba[:, :3] *= 1.0 / 255.0
-    color_attr = attributes.new(COLOR_ATTRIBUTE, "BYTE_COLOR", "POINT")
-    color_attr.data.foreach_set("color_srgb", rgba.ravel())
+    rgba = np.empty((len(colors), 4), np.float32)
+    rgba[:, :3] = _SRGB_TO_LINEAR[colors]
+    rgba[:, 3] = 1.0
+    color_attr = attributes.new(COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT")
+    color_attr.data.foreach_set("color", rgba.ravel())
     if conf is not None:
         conf_attr = attributes.new(CONFIDENCE_ATTRIBUTE, "FLOAT", "POINT")
         conf_attr.data.foreach_set("value", np.ascontiguousarray(conf, np.float32))

@@ -75,9 +75,11 @@ def test_valid_mask():
     np.testing.assert_array_equal(m, expected)
 
 
-def test_limit_points():
+@pytest.mark.parametrize("count,max_points", [(1000, 100), (1000, 900)])
+def test_limit_points(count, max_points):
     assert masks.limit_points(10, 0) is None
     assert masks.limit_points(10, 10) is None
-    idx = masks.limit_points(1000, 100, seed=3)
-    assert idx.shape == (100,) and np.all(np.diff(idx) > 0) and idx.max() < 1000
-    np.testing.assert_array_equal(idx, masks.limit_points(1000, 100, seed=3))
+    keep = masks.limit_points(count, max_points, seed=3)
+    assert keep.shape == (count,) and keep.dtype == bool and keep.sum() == max_points
+    np.testing.assert_array_equal(keep, masks.limit_points(count, max_points, seed=3))
+    assert not np.array_equal(keep, masks.limit_points(count, max_points, seed=4))
