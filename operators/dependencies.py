@@ -178,7 +178,7 @@ class RECON_OT_install_torch(bpy.types.Operator):
         elif event.type != "TIMER":
             return {"PASS_THROUGH"}
         STATE.status = run.poll()
-        _redraw_preferences(context)
+        redraw_preferences(context)
         if STATE.status.state == "running":
             return {"PASS_THROUGH"}
         return self._stop(context, self._finish(context))
@@ -206,7 +206,7 @@ class RECON_OT_install_torch(bpy.types.Operator):
             STATE.outcome, STATE.failed = run.failure_message(), True
             self.report({"ERROR"}, STATE.outcome)
             result = {"CANCELLED"}
-        _redraw_preferences(context)
+        redraw_preferences(context)
         return result
 
 
@@ -238,7 +238,8 @@ class RECON_OT_open_install_log(bpy.types.Operator):
         return {"FINISHED"}
 
 
-def _redraw_preferences(context) -> None:
+def redraw_preferences(context) -> None:
+    """Redraw open preferences windows (progress shown there changed)."""
     for window in context.window_manager.windows:
         for area in window.screen.areas:
             if area.type == "PREFERENCES":

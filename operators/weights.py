@@ -1,0 +1,210 @@
+"""Weights operators: download a released DUSt3R checkpoint, or locate one already on disk.
+
+Download runs only with Blender's online access allowed (``bpy.app.online_access``); without it
+the operator says which file to get from where and where to put it. The download itself is
+:func:`..core.dust3r.download.ensure_weights` (resume, atomic rename) in a background thread:
+it is network I/O without any bpy call, and a modal timer copies its progress to the preferences.
+Locate checks the file with the worker's own loader (in the worker's Python) before copying or
+linking it into the weights folder, and refuses another model by name.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import bpy
+from bpy.props import BoolProperty, StringProperty
+
+from ..core import checkpoints
+from ..core.dust3r.download import ensure_weights
+from ..core.dust3r.registry import WEIGHTS
+from ..core.errors import Cancelled, DependencyError, WeightsError
+from ..core.progress import CancelToken, Progress
+from ..ui import preferences
+from . import dependencies
+
+
+@dataclass
+class DownloadState:
+    """The download in progress (``name`` set) or the outcome of the last one."""
+
+    name: str = ""
+    fraction: float = 0.0
+    message: str = ""
+    token: CancelToken | None = None
+    thread: threading.Thread | None = None
+    outcome: str = ""
+    failed: bool = False
+
+
+STATE = DownloadState()
+
+
+def _download(info, folder) -> None:
+    """Body of the download thread; touches only :data:`STATE`, never bpy."""
+
+    def report(stage: str, fraction: float, message: str) -> None:
+        STATE.fraction, STATE.message = fraction, message
+
+    try:
+        path = ensure_weights(info, folder, allow_network=True,
+                              progress=Progress(report, STATE.token))
+        STATE.outcome, STATE.failed = f"Downloaded {path}", False
+    except Cancelled:
+        STATE.outcome, STATE.failed = (
+            f"Download of {info.name} cancelled; the next Download resumes where it stopped.", False
+        )
+    except WeightsError as exc:
+        STATE.outcome, STATE.failed = str(exc), True
+    finally:
+        STATE.name = ""
+
+
+def cancel_running_downloads(timeout_s: float = 5.0) -> None:
+    """Stop a download still running (add-on disabled); its ``.part`` file stays for resuming."""
+    if STATE.thread is not None:
+        STATE.token.cancel()
+        STATE.thread.join(timeout_s)
+        STATE.thread = None
+
+
+def _lookup(operator, name: str):
+    info = WEIGHTS.get(name)
+    if info is None:
+        operator.report({"ERROR"}, f"Unknown checkpoint {name!r}; known: {', '.join(WEIGHTS)}.")
+    return info
+
+
+class RECON_OT_download_weights(bpy.types.Operator):
+    bl_idname = "recon.download_weights"
+    bl_label = "Download Weights"
+    bl_description = (
+        "Download this DUSt3R checkpoint into the weights folder (about 2 GB; licence "
+        "CC BY-NC-SA 4.0, non-commercial). Needs online access"
+    )
+
+    name: StringProperty(options={"HIDDEN"})
+
+    _timer = None
+
+    @classmethod
+    def poll(cls, context):
+        return STATE.thread is None
+
+    def invoke(self, context, event):
+        info = _lookup(self, self.name)
+        if info is None:
+            return {"CANCELLED"}
+        if not bpy.app.online_access:
+            return self.execute(context)  # reports what to download by hand
+        return context.window_manager.invoke_confirm(
+            self, event, title=f"Download {info.name}?",
+            message=(f"About {info.approx_size_bytes / 1e9:.1f} GB. Licence: {info.licence}. "
+                     "By downloading you accept it."),
+            confirm_text="Download",
+        )
+
+    def execute(self, context):
+        info = _lookup(self, self.name)
+        if info is None:
+            return {"CANCELLED"}
+        folder = preferences.weights_folder(preferences.get_preferences(context))
+        if not bpy.app.online_access:
+            try:  # returns at once when the file is already there, else says what to do
+                path = ensure_weights(info, folder, allow_network=False)
+            except WeightsError as exc:
+                STATE.outcome, STATE.failed = str(exc), True
+                self.report({"ERROR"}, str(exc))
+                return {"CANCELLED"}
+            self.report({"INFO"}, f"{path} is already there.")
+            return {"FINISHED"}
+        STATE.name, STATE.fraction, STATE.message = info.name, 0.0, "starting"
+        STATE.outcome, STATE.failed, STATE.token = "", False, CancelToken()
+        STATE.thread = threading.Thread(target=_download, args=(info, folder), daemon=True)
+        STATE.thread.start()
+        if bpy.app.background:  # no event loop headless: wait here
+            STATE.thread.join()
+            return self._finish(context)
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.5, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        dependencies.redraw_preferences(context)
+        if STATE.thread is not None and STATE.thread.is_alive():
+            return {"PASS_THROUGH"}
+        context.window_manager.event_timer_remove(self._timer)
+        self._timer = None
+        return self._finish(context)
+
+    def _finish(self, context):
+        STATE.thread = None
+        self.report({"ERROR"} if STATE.failed else {"INFO"}, STATE.outcome)
+        dependencies.redraw_preferences(context)
+        return {"CANCELLED"} if STATE.failed else {"FINISHED"}
+
+
+class RECON_OT_cancel_weights_download(bpy.types.Operator):
+    bl_idname = "recon.cancel_weights_download"
+    bl_label = "Cancel Download"
+    bl_description = "Stop the download; the part downloaded so far is kept to resume later"
+
+    @classmethod
+    def poll(cls, context):
+        return STATE.thread is not None
+
+    def execute(self, context):
+        STATE.token.cancel()
+        return {"FINISHED"}
+
+
+class RECON_OT_locate_weights(bpy.types.Operator):
+    bl_idname = "recon.locate_weights"
+    bl_label = "Locate Weights"
+    bl_description = (
+        "Use a checkpoint already on disk (.pth, or model.safetensors with its config.json): it "
+        "is checked, then copied or linked into the weights folder"
+    )
+
+    name: StringProperty(options={"HIDDEN"})
+    filepath: StringProperty(subtype="FILE_PATH")
+    filter_glob: StringProperty(default="*.pth;*.safetensors", options={"HIDDEN"})
+    link: BoolProperty(
+        name="Link Instead of Copy",
+        description="Make a symbolic link to the file instead of a 2 GB copy",
+        default=False,
+    )
+
+    def invoke(self, context, event):
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        info = _lookup(self, self.name)
+        if info is None:
+            return {"CANCELLED"}
+        prefs = preferences.get_preferences(context)
+        try:
+            placed = checkpoints.place(
+                bpy.path.abspath(self.filepath), info, preferences.weights_folder(prefs),
+                preferences.worker_python(prefs), dependencies.worker_extra_paths(prefs),
+                link=self.link,
+            )
+        except (WeightsError, DependencyError) as exc:
+            STATE.outcome, STATE.failed = str(exc), True
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        STATE.outcome, STATE.failed = f"{info.name} is ready: {placed}", False
+        self.report({"INFO"}, STATE.outcome)
+        return {"FINISHED"}
+
+
+CLASSES = (
+    RECON_OT_download_weights,
+    RECON_OT_cancel_weights_download,
+    RECON_OT_locate_weights,
+)

@@ -1,0 +1,112 @@
+"""Preferences operators for dependencies and weights, headless with the real bpy module.
+
+The bpy module runs with online access off (as a user who did not allow it), so these tests
+also show the offline behaviour: Install PyTorch and Download refuse with a message saying
+what to do, nothing is started or written. Locate checks files with the worker's Python.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ADDON_PACKAGE, load_addon
+
+bpy = pytest.importorskip("bpy")
+
+load_addon()
+from photo_recon.core.dust3r.registry import WEIGHTS  # noqa: E402
+from photo_recon.operators import dependencies, weights  # noqa: E402
+
+DPT = WEIGHTS["DUSt3R_ViTLarge_BaseDecoder_512_dpt"]
+
+
+@pytest.fixture(scope="module")
+def prefs(tmp_path_factory):
+    module = load_addon()
+    module.register()
+    entry = bpy.context.preferences.addons.new()
+    entry.module = ADDON_PACKAGE
+    prefs = bpy.context.preferences.addons[ADDON_PACKAGE].preferences
+    yield prefs
+    bpy.context.preferences.addons.remove(entry)
+    module.unregister()
+
+
+@pytest.fixture
+def weights_dir(prefs, tmp_path) -> Path:
+    prefs.weights_dir = str(tmp_path / "weights")
+    yield tmp_path / "weights"
+    prefs.property_unset("weights_dir")
+    weights.STATE.outcome, weights.STATE.failed = "", False
+
+
+def test_online_access_is_off_here():
+    assert not bpy.app.online_access  # the premise of the offline tests below
+
+
+def test_check_dependencies_probes_the_worker_python(prefs):
+    assert bpy.ops.recon.check_dependencies() == {"FINISHED"}
+    report = dependencies.STATE.report
+    assert report.python == sys.executable
+    assert report.has("torch") == (importlib.util.find_spec("torch") is not None)
+    assert report.has("numpy") and report.pip_version is not None
+
+
+def test_install_torch_offline_is_refused_with_the_way_out(prefs):
+    with pytest.raises(RuntimeError, match="Online access is off.*System > Network"):
+        bpy.ops.recon.install_torch(variant="cpu")
+    assert dependencies.STATE.install is None
+    assert not any(dependencies.torch_folder().iterdir())
+
+
+def test_install_torch_for_an_external_python_points_to_its_pip(prefs):
+    prefs.python = sys.executable
+    try:
+        with pytest.raises(RuntimeError, match="install torch into that environment"):
+            bpy.ops.recon.install_torch()
+        assert dependencies.worker_extra_paths(prefs) == []
+    finally:
+        prefs.property_unset("python")
+    assert str(dependencies.torch_folder()) in dependencies.worker_extra_paths(prefs)
+
+
+def test_download_offline_says_what_to_get_from_where(weights_dir):
+    with pytest.raises(RuntimeError) as info:
+        bpy.ops.recon.download_weights(name=DPT.name)
+    message = str(info.value)
+    assert DPT.pth_url in message and str(weights_dir / DPT.pth_file) in message
+    assert "CC BY-NC-SA 4.0" in message
+    assert weights.STATE.failed and weights.STATE.thread is None
+    assert not list(weights_dir.glob("*.pth*"))
+
+
+def test_download_offline_with_the_file_present_is_fine(weights_dir):
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    (weights_dir / DPT.pth_file).write_bytes(b"present")
+    assert bpy.ops.recon.download_weights(name=DPT.name) == {"FINISHED"}
+
+
+def test_unknown_checkpoint_name_is_refused(weights_dir):
+    with pytest.raises(RuntimeError, match="Unknown checkpoint 'nope'"):
+        bpy.ops.recon.download_weights(name="nope")
+
+
+def test_locate_refuses_a_file_that_is_not_a_checkpoint(weights_dir, tmp_path):
+    bogus = tmp_path / "DUSt3R_ViTLarge_BaseDecoder_512_dpt.pth"
+    bogus.write_text("not a checkpoint")
+    # With torch: the worker's loader refuses the file; without: the message says to install it.
+    reason = (rf"{bogus.name} (was refused|cannot be read)"
+              if importlib.util.find_spec("torch") else "needs torch.*Install PyTorch")
+    with pytest.raises(RuntimeError, match=reason):
+        bpy.ops.recon.locate_weights(name=DPT.name, filepath=str(bogus))
+    assert not list(weights_dir.glob("**/*.pth"))
+    assert weights.STATE.failed
+
+
+def test_locate_names_a_missing_file(weights_dir, tmp_path):
+    with pytest.raises(RuntimeError, match="elsewhere.pth does not exist"):
+        bpy.ops.recon.locate_weights(name=DPT.name, filepath=str(tmp_path / "elsewhere.pth"))
