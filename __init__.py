@@ -14,10 +14,12 @@ from __future__ import annotations
 
 def _modules():
     """The modules that define classes, in registration order."""
-    from .operators import dependencies, maps, reconstruct, reimport
-    from .ui import panels, preferences, properties
+    from .operators import dependencies, maps, reconstruct, reimport, weights
+    from .operators import blocking
+    from .ui import blocking_panel, panels, preferences, properties
 
-    return preferences, properties, dependencies, reconstruct, reimport, maps, panels
+    return (preferences, properties, dependencies, weights, reconstruct, reimport, maps, blocking,
+            panels, blocking_panel)
 
 
 def register() -> None:
@@ -34,11 +36,12 @@ def register() -> None:
 def unregister() -> None:
     import bpy
 
-    from .operators import dependencies, reconstruct
+    from .operators import dependencies, reconstruct, weights
     from .ui import properties
 
     reconstruct.cancel_running_jobs()
     dependencies.cancel_running_installs()
+    weights.cancel_running_downloads()
     properties.unregister_props()
     for module in reversed(_modules()):
         for cls in reversed(module.CLASSES):
