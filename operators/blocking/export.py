@@ -1,0 +1,79 @@
+"""RECON_OT_export_result: the last result as a COLMAP model, a PLY cloud or transforms.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, StringProperty
+
+from ...core.blocking.colmap import write_colmap_model
+from ...core.blocking.nerf import write_transforms_json
+from ...core.blocking.ply import export_ply
+from ...core.errors import ReconstructionError
+from .common import conf_threshold, has_result, last_result
+
+PLY_NAME = "points.ply"
+TRANSFORMS_NAME = "transforms.json"
+
+
+class RECON_OT_export_result(bpy.types.Operator):
+    """Write the last reconstruction for other tools (Gaussian splatting, NeRF, point clouds)"""
+
+    bl_idname = "recon.export_result"
+    bl_label = "Export Reconstruction"
+    bl_options = {"REGISTER"}
+
+    format: EnumProperty(
+        name="Format",
+        items=(
+            ("COLMAP_BIN", "COLMAP (binary)", "cameras.bin, images.bin, points3D.bin in the folder"),
+            ("COLMAP_TXT", "COLMAP (text)", "cameras.txt, images.txt, points3D.txt in the folder"),
+            ("PLY", "PLY", f"{PLY_NAME}: points with colours and normals"),
+            ("NERF", "transforms.json", f"{TRANSFORMS_NAME} (NeRF tools) and {PLY_NAME} beside it"),
+        ),
+        default="COLMAP_BIN",
+    )
+    directory: StringProperty(name="Folder", subtype="DIR_PATH")
+    use_sparse: BoolProperty(
+        name="Sparse Points",
+        description="Write the tie points of the classical backend instead of the dense points",
+        default=False,
+    )
+    filter_folder: BoolProperty(default=True, options={"HIDDEN"})
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return has_result(context)
+
+    def invoke(self, context: bpy.types.Context, event) -> set[str]:
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        folder = Path(bpy.path.abspath(self.directory))
+        if not self.directory:
+            self.report({"ERROR"}, "Choose a folder to export into.")
+            return {"CANCELLED"}
+        threshold = conf_threshold(context)
+        try:
+            result = last_result(context)
+            if self.format in ("COLMAP_BIN", "COLMAP_TXT"):
+                write_colmap_model(result, folder, binary=self.format == "COLMAP_BIN",
+                                   use_sparse=self.use_sparse, conf_threshold=threshold)
+                written = folder
+            elif self.format == "PLY":
+                written = export_ply(result, folder / PLY_NAME, use_sparse=self.use_sparse,
+                                     conf_threshold=threshold)
+            else:
+                export_ply(result, folder / PLY_NAME, use_sparse=self.use_sparse,
+                           conf_threshold=threshold)
+                written = write_transforms_json(result, folder / TRANSFORMS_NAME, PLY_NAME)
+        except (ReconstructionError, OSError) as exc:
+            self.report({"ERROR"}, f"Export failed: {exc}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Exported {len(result.images)} cameras to {written}")
+        return {"FINISHED"}
+
+
+CLASSES = (RECON_OT_export_result,)
