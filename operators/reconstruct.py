@@ -27,6 +27,7 @@ from ..core.worker import RESULT_DIR
 from ..ui import preferences
 from ..ui.properties import to_job_config
 from .apply import apply_result
+from .dependencies import worker_extra_paths
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class RECON_OT_reconstruct(bpy.types.Operator):
         return not context.window_manager.recon_running
 
     def _prepare(self, context: bpy.types.Context):
-        """(job config, job folder, photo folder, worker python) from properties and settings."""
+        """(job config, job folder, photo folder, worker interpreter arguments of ``Job``)."""
         props, prefs = context.scene.recon, preferences.get_preferences(context)
         try:
             extra = json.loads(self.options_json or "{}")
@@ -99,12 +100,13 @@ class RECON_OT_reconstruct(bpy.types.Operator):
         backend = "" if self.backend == "PANEL" else self.backend
         config = to_job_config(props, prefs, self.directory, backend, extra)
         directory = self.directory or props.directory
-        return config, new_job_dir(prefs), directory, preferences.worker_python(prefs)
+        worker = {"python": preferences.worker_python(prefs), "extra_paths": worker_extra_paths(prefs)}
+        return config, new_job_dir(prefs), directory, worker
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         try:
-            config, job_dir, directory, python = self._prepare(context)
-            result = run_job(config, job_dir, progress_cb=_log_progress, python=python)
+            config, job_dir, directory, worker = self._prepare(context)
+            result = run_job(config, job_dir, progress_cb=_log_progress, **worker)
             collection = apply_result(context, result, job_dir / RESULT_DIR, directory)
         except ReconstructionError as exc:
             self.report({"ERROR"}, str(exc))
@@ -116,21 +118,24 @@ class RECON_OT_reconstruct(bpy.types.Operator):
         if bpy.app.background:
             return self.execute(context)
         try:
-            config, job_dir, self._directory, python = self._prepare(context)
-            self._job = Job(config, job_dir, python=python)
-            self._job.start()
+            self._start(context)
         except ReconstructionError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        self._job_dir = job_dir
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def _start(self, context: bpy.types.Context) -> None:
+        """Start the worker, the polling timer and the progress displays (modal driver)."""
+        config, self._job_dir, self._directory, worker = self._prepare(context)
+        self._job = Job(config, self._job_dir, **worker)
+        self._job.start()
         _RUNNING.add(self._job)
         wm = context.window_manager
         wm.recon_running, wm.recon_cancel_requested = True, False
         wm.recon_progress, wm.recon_status = 0.0, "Starting the worker"
         wm.progress_begin(0.0, 1.0)
         self._timer = wm.event_timer_add(0.1, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         wm = context.window_manager
@@ -154,6 +159,11 @@ class RECON_OT_reconstruct(bpy.types.Operator):
             return {"CANCELLED"}
         self.report({"INFO"}, f"Reconstructed {len(result.images)} photos into {collection.name}")
         return {"FINISHED"}
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        """Blender ends the modal operator (a file is loaded, the window closes): stop the job."""
+        self._job.cancel()
+        self._finish(context)
 
     def _show(self, context: bpy.types.Context, text: str, fraction: float) -> None:
         wm = context.window_manager

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import bpy
 
+from ..operators import dependencies
 from . import preferences
 from .properties import photo_files, resolve_backend
 
@@ -86,10 +87,15 @@ def _draw_problems(layout: bpy.types.UILayout, props, prefs) -> None:
         layout.label(text="The photo folder does not exist", icon="ERROR")
     elif not photo_files(folder):
         layout.label(text="No images in the photo folder", icon="ERROR")
-    _backend, note = resolve_backend(props, prefs)
+    backend, note = resolve_backend(props, prefs)
     if note:
         layout.label(text="No DUSt3R weights found: the classical backend is used", icon="ERROR")
         layout.label(text="Set the weights folder in the preferences")
+    report = dependencies.STATE.report  # filled by Check Dependencies (preferences)
+    missing = report.missing_for(backend) if report is not None else []
+    if missing:
+        layout.label(text=f"The worker's Python lacks {', '.join(missing)}", icon="ERROR")
+        layout.label(text="Install it (preferences) or set another Worker Python")
 
 
 def _result_files(result_dir: str) -> list[str]:

@@ -56,6 +56,30 @@ class ReconPreferences(bpy.types.AddonPreferences):
         layout.label(text=f"Weights folder in use: {weights_folder(self)}")
         layout.prop(self, "cache_dir")
         layout.label(text=f"Cache folder in use: {cache_folder(self)}")
+        _draw_dependencies(layout.box())
+
+
+def _draw_dependencies(layout: bpy.types.UILayout) -> None:
+    """What the worker's Python has, and Install PyTorch (operators/dependencies.py)."""
+    from ..operators.dependencies import STATE  # imports this module: import here, not on top
+
+    layout.label(text="Worker packages")
+    row = layout.row()
+    row.operator("recon.check_dependencies")
+    if STATE.install is not None:
+        row.operator("recon.cancel_torch_install")
+    else:
+        row.operator("recon.install_torch")
+    row.operator("recon.open_install_log")
+    if STATE.install is not None and STATE.status is not None:
+        layout.progress(text=f"{STATE.description}: {STATE.status.message}",
+                        factor=STATE.status.fraction, type="BAR")
+    for line in STATE.report.summary() if STATE.report is not None else ():
+        layout.label(text=line)
+    if STATE.error:
+        layout.label(text=STATE.error, icon="ERROR")
+    if STATE.outcome:
+        layout.label(text=STATE.outcome, icon="ERROR" if STATE.failed else "INFO")
 
 
 _DEFAULTS = SimpleNamespace(python="", device="auto", weights_dir="", cache_dir="")

@@ -1,12 +1,15 @@
 """The operators in background mode (real bpy, real worker subprocess, synthetic backend).
 
 Headless, ``bpy.ops.recon.reconstruct`` runs the job synchronously: a failure raises
-RuntimeError with the operator's ERROR report, and leaves no new data-block behind.
+RuntimeError with the operator's ERROR report, and leaves no new data-block behind. The modal
+driver of the UI is exercised by sending it the events a window would.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ bpy = pytest.importorskip("bpy")
 
 load_addon()
 from photo_recon.core.result import SceneResult  # noqa: E402
+from photo_recon.operators.reconstruct import RECON_OT_reconstruct  # noqa: E402
 
 BLENDER_FROM_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 DATA_KINDS = ("objects", "collections", "meshes", "cameras", "images", "materials", "node_groups")
@@ -141,3 +145,75 @@ def test_folder_without_photos_is_refused(scene, tmp_path):
             bpy.ops.recon.reconstruct(directory=str(folder), backend="synthetic")
     assert _snapshot() == before
 
+
+
+class _ModalDriver(SimpleNamespace):
+    """The modal operator's own methods on a plain object, fed TIMER/ESC events by the test:
+    headless there is no event loop (``INVOKE_DEFAULT`` is refused and timers never fire)."""
+
+    _prepare = RECON_OT_reconstruct._prepare
+    _start = RECON_OT_reconstruct._start
+    modal = RECON_OT_reconstruct.modal
+    _show = RECON_OT_reconstruct._show
+    _finish = RECON_OT_reconstruct._finish
+
+    def report(self, kind, message):
+        self.reports.append((kind, message))
+
+
+def _drive(driver, stop_when=lambda wm: False, limit_s=60.0):
+    """Send TIMER events every 0.1 s (ESC once ``stop_when(wm)``); returns (result, seen status
+    texts, seen progress values)."""
+    wm = bpy.context.window_manager
+    texts, fractions = [], []
+    start = time.monotonic()
+    while time.monotonic() - start < limit_s:
+        event = SimpleNamespace(type="ESC" if stop_when(wm) else "TIMER")
+        outcome = driver.modal(bpy.context, event)
+        if outcome != {"PASS_THROUGH"}:
+            return outcome, texts, fractions
+        texts.append(wm.recon_status)
+        fractions.append(wm.recon_progress)
+        time.sleep(0.1)
+    raise AssertionError("the job did not end")
+
+
+def _driver(photos, options):
+    return _ModalDriver(directory=str(photos), backend="synthetic", options_json=options, reports=[])
+
+
+def test_modal_driver_shows_progress_and_imports(scene, recon_photos):
+    driver = _driver(recon_photos, '{"sleep_per_step": 0.6}')
+    driver._start(bpy.context)
+    assert bpy.context.window_manager.recon_running and not bpy.ops.recon.reconstruct.poll()
+    outcome, texts, fractions = _drive(driver)
+    assert outcome == {"FINISHED"}, driver.reports
+    assert any("rendering: view 2/3" in t for t in texts)
+    assert any("ETA" in t for t in texts)
+    assert fractions == sorted(fractions) and any(0.0 < f < 1.0 for f in fractions)
+    assert bpy.data.collections[scene.last_collection].name == "Recon photos"
+    wm = bpy.context.window_manager
+    assert (wm.recon_running, wm.recon_status, wm.recon_progress) == (False, "", 0.0)
+
+
+@pytest.mark.parametrize("how", ["esc", "cancel_button"])
+def test_modal_cancel_stops_the_worker_and_leaves_the_scene(scene, recon_photos, how):
+    before = _snapshot()
+    driver = _driver(recon_photos, '{"sleep_per_step": 2.0}')
+    driver._start(bpy.context)
+
+    def stop_when(wm):
+        started = "rendering" in wm.recon_status
+        if started and how == "cancel_button" and not wm.recon_cancel_requested:
+            assert bpy.ops.recon.cancel() == {"FINISHED"}  # the panel's Cancel button
+            return False
+        return started and how == "esc"
+
+    start = time.monotonic()
+    outcome, _texts, _fractions = _drive(driver, stop_when)
+    assert outcome == {"CANCELLED"}
+    assert time.monotonic() - start < 4.5  # about 1 s to start, then cancelled within 2 s
+    assert driver._job.process.poll() is not None  # no worker left
+    assert driver.reports[-1][0] == {"WARNING"} and "cancelled" in driver.reports[-1][1]
+    assert _snapshot() == before and scene.last_result_dir == ""
+    assert not bpy.context.window_manager.recon_running
