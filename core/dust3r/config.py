@@ -22,7 +22,8 @@ class ModelConfig:
 
     Attributes:
         enc_embed_dim, enc_depth, enc_num_heads: ViT encoder width, blocks, heads (head dim 64).
-        dec_embed_dim, dec_depth, dec_num_heads: width, blocks and heads of each of the two decoders.
+        dec_embed_dim, dec_depth, dec_num_heads: width, blocks, heads of each of the two
+            decoders.
         head_type: ``"dpt"`` or ``"linear"`` pointmap head.
         img_size: ``(H, W)`` the checkpoint was trained at; RoPE has no positional table, so this
             only tells the 224 model from the 512 one (what the image loader should produce).
@@ -58,7 +59,8 @@ class ModelConfig:
                            (self.dec_embed_dim, self.dec_num_heads)):
             # RoPE-2D splits each head in four quarters (y and x, two rotated halves each).
             if dim % heads or (dim // heads) % 4:
-                raise ValueError(f"width {dim} with {heads} heads: head dim must be a multiple of 4")
+                raise ValueError(f"width {dim} with {heads} heads: the head width must be a "
+                                 "multiple of 4")
         if self.head_type == "dpt" and self.dec_depth < 4:
             raise ValueError("the DPT head hooks four decoder depths; dec_depth must be >= 4")
         object.__setattr__(self, "img_size", tuple(int(v) for v in self.img_size))

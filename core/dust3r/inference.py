@@ -93,6 +93,11 @@ def run_pairs(
     if next(model.parameters()).device != device:
         model = model.to(device)
     shapes = [tuple(im.rgb.shape[:2]) for im in images]
+    patch = model.config.patch_size
+    for im, (h, w) in zip(images, shapes):
+        if h % patch or w % patch:
+            raise InputError(f"{im.file}: network image {w}x{h} is not a multiple of {patch} "
+                             "pixels; load images with core.images.load_images.")
     needed = sorted(set(edges.ravel().tolist()))
     batches = _Batches(batch_size, len(needed) + len(edges), progress or Progress(), device)
     batches.progress("inference", 0.0, f"{len(needed)} images, {len(edges)} pairs")
@@ -135,7 +140,8 @@ class _Batches:
     and all later batches) whenever the device runs out of memory."""
 
     def __init__(self, batch_size: int, total: int, progress: Progress, device: torch.device):
-        self.batch_size, self.total, self.progress, self.device = batch_size, total, progress, device
+        self.batch_size, self.total = batch_size, total
+        self.progress, self.device = progress, device
         self.finished = 0
 
     def done(self, count: int, message: str) -> None:

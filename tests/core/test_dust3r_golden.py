@@ -53,7 +53,8 @@ def test_network_reproduces_official_outputs(shared_dir, head):
 def test_a_swapped_parameter_breaks_the_match(shared_dir):
     """The comparison above is sensitive: swapping the two decoders' last MLP changes outputs."""
     golden = np.load(shared_dir / "reference" / "golden_linear.npz")
-    model = Dust3rNet(ModelConfig.from_constructor_args(json.loads(golden["config_json"].tobytes())))
+    config = ModelConfig.from_constructor_args(json.loads(golden["config_json"].tobytes()))
+    model = Dust3rNet(config)
     state = {k[2:]: torch.from_numpy(golden[k]) for k in golden.files if k.startswith("w/")}
     key1, key2 = "dec_blocks.2.mlp.fc2.weight", "dec_blocks2.2.mlp.fc2.weight"
     state[key1], state[key2] = state[key2], state[key1]

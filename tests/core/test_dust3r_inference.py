@@ -161,3 +161,6 @@ def test_bad_arguments():
         run_pairs(model, images, [(0, 5)])
     with pytest.raises(InputError, match="batch_size"):
         run_pairs(model, images, [(0, 1)], batch_size=0)
+    images[1].rgb = images[1].rgb[:40]
+    with pytest.raises(InputError, match="img1.png: network image 32x40 is not a multiple of 16"):
+        run_pairs(model, images, [(0, 1)])

@@ -132,7 +132,8 @@ def test_truncated_files_are_refused_by_name(tmp_path, golden):
         load_model(pth)
     folder = tmp_path / "st"
     folder.mkdir()
-    write_safetensors(folder / "model.safetensors", {k: v.numpy() for k, v in golden["state"].items()})
+    write_safetensors(folder / "model.safetensors",
+                      {k: v.numpy() for k, v in golden["state"].items()})
     data = (folder / "model.safetensors").read_bytes()
     (folder / "model.safetensors").write_bytes(data[:-100])
     with pytest.raises(WeightsError, match="model.safetensors is truncated"):
