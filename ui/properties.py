@@ -19,11 +19,10 @@ from bpy.props import (
     StringProperty,
 )
 
+from ..core import checkpoints
 from ..core.config import JobConfig
 from ..core.errors import InputError
 from . import preferences
-
-WEIGHT_SUFFIXES = (".pth", ".safetensors")
 
 # Global-alignment iterations per preset; the reference demo uses 300 ("quality").
 DUST3R_ITERATIONS = {"quality": 300, "speed": 100}
@@ -121,27 +120,27 @@ def photo_files(folder: str) -> list[str]:
     ]
 
 
-def find_weights(folder: Path) -> Path | None:
-    """The DUSt3R checkpoint to use from ``folder`` (a file, searched one level deep), or None.
+def find_checkpoint(folder: Path, resolution: str):
+    """The released DUSt3R checkpoint to use from the weights ``folder``, or None.
 
-    A 512 DPT checkpoint is preferred when several are present, as it is the reference default.
+    One made for ``resolution`` ("512"/"224") comes first, 512 DPT before 512 linear (the
+    registry's order); else any checkpoint present, whose own resolution is then used.
+
+    Returns:
+        a :class:`core.checkpoints.CheckpointStatus` with ``path`` set, or None.
     """
-    if not folder.is_dir():
-        return None
-    candidates = [
-        p for p in sorted(folder.glob("*")) + sorted(folder.glob("*/*"))
-        if p.is_file() and p.suffix in WEIGHT_SUFFIXES
-    ]
-    preferred = [p for p in candidates if "512" in str(p) and "dpt" in str(p).lower()]
-    return (preferred or candidates or [None])[0]
+    present = [s for s in checkpoints.folder_status(folder) if s.path is not None]
+    matching = [s for s in present if s.info.preset.split("_")[0] == resolution]
+    return (matching + present + [None])[0]
 
 
 def resolve_backend(props: ReconSettings, prefs) -> tuple[str, str]:
     """The backend a job will actually use, and a note for the user ("" when all is as chosen)."""
-    if props.backend == "dust3r" and find_weights(preferences.weights_folder(prefs)) is None:
+    folder = preferences.weights_folder(prefs)
+    if props.backend == "dust3r" and find_checkpoint(folder, props.resolution) is None:
         return "classical", (
-            f"No DUSt3R weights found in {preferences.weights_folder(prefs)}: the classical "
-            "backend is used. Put a checkpoint there or set the Weights Folder preference."
+            f"No DUSt3R weights found in {folder}: the classical backend is used. Download or "
+            "locate a checkpoint in the preferences (DUSt3R Models)."
         )
     return props.backend, ""
 
@@ -149,9 +148,10 @@ def resolve_backend(props: ReconSettings, prefs) -> tuple[str, str]:
 def backend_options(backend: str, props: ReconSettings, prefs) -> dict:
     """Backend-specific ``JobConfig.options`` from the panel settings."""
     if backend == "dust3r":
+        checkpoint = find_checkpoint(preferences.weights_folder(prefs), props.resolution)
         return {
-            "weights": str(find_weights(preferences.weights_folder(prefs))),
-            "image_size": int(props.resolution),
+            "weights": str(checkpoint.path),
+            "image_size": int(checkpoint.info.preset.split("_")[0]),
             "graph": props.pair_graph,
             "window": props.window,
             "iterations": DUST3R_ITERATIONS[props.preset],

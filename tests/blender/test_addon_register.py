@@ -75,14 +75,21 @@ def test_settings_become_a_job_config(registered, recon_photos, tmp_path):
     assert config.cache_dir.startswith(str(tmp_path / "cache"))
 
     (tmp_path / "weights").mkdir()
-    weights = tmp_path / "weights" / "DUSt3R_ViTLarge_BaseDecoder_512_dpt.pth"
-    weights.write_bytes(b"")
+    weights_512 = tmp_path / "weights" / "DUSt3R_ViTLarge_BaseDecoder_512_dpt.pth"
+    weights_512.write_bytes(b"")
     props.resolution, props.pair_graph, props.window, props.preset = "224", "swin", 2, "speed"
     prefs.device = "cpu"
-    config = to_job_config(props, prefs)
+    config = to_job_config(props, prefs)  # no 224 checkpoint: the 512 one at its own size
     assert (config.backend, config.device) == ("dust3r", "cpu")
-    assert config.options == {"weights": str(weights), "image_size": 224, "graph": "swin",
+    assert config.options == {"weights": str(weights_512), "image_size": 512, "graph": "swin",
                               "window": 2, "iterations": 100}
+    weights_224 = tmp_path / "weights" / "DUSt3R_ViTLarge_BaseDecoder_224_linear.pth"
+    weights_224.write_bytes(b"")
+    config = to_job_config(props, prefs)
+    assert (config.options["weights"], config.options["image_size"]) == (str(weights_224), 224)
+    props.resolution, props.preset = "512", "quality"
+    config = to_job_config(props, prefs)
+    assert (config.options["weights"], config.options["iterations"]) == (str(weights_512), 300)
 
 
 def test_settings_without_photos_are_refused(registered, tmp_path):
