@@ -8,10 +8,10 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty
 
 from ...core.blocking.animation import photo_order
-from ...core.errors import InputError, ReconstructionError
+from ...core.errors import ReconstructionError
 from ..builders.cameras import apply_render_settings
 from .animated_camera import build_animated_camera
-from .common import has_result, last_result, reconstruction_collection
+from .common import has_result, result_and_collection
 
 LINK_FOLDER = "animated_camera_frames"
 """Folder (inside the result folder) for the links of the image sequence, when needed."""
@@ -52,10 +52,7 @@ class RECON_OT_animated_camera(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         try:
-            result = last_result(context)
-            collection = reconstruction_collection(context)
-            if collection is None:
-                raise InputError("The reconstruction's collection is gone; re-import it first.")
+            result, collection = result_and_collection(context)
             order = photo_order([im.file for im in result.images], self.order == "NAME")
             link_dir = Path(context.scene.recon.last_result_dir) / LINK_FOLDER
             camera, warnings = build_animated_camera(

@@ -8,12 +8,14 @@ world: the builders put points and cameras in at identity.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import bpy
 import numpy as np
 
 from ...core.blocking.transform import similarity_scale
+from ...core.errors import InputError
 from ...core.result import SceneResult
 from ..apply import import_options, reapply_result
 from . import sync
@@ -49,9 +51,24 @@ def reconstruction_collection(context: bpy.types.Context) -> bpy.types.Collectio
     return bpy.data.collections.get(context.scene.recon.last_collection)
 
 
+def result_and_collection(context: bpy.types.Context) -> tuple[SceneResult, bpy.types.Collection]:
+    """The last result and the collection built from it.
+
+    Raises:
+        FormatError: the result folder is unreadable.
+        InputError: the user removed the collection.
+    """
+    result = last_result(context)
+    collection = reconstruction_collection(context)
+    if collection is None:
+        raise InputError("The reconstruction's collection is gone; press Re-import first.")
+    return result, collection
+
+
 def _edited_folder(result_dir: Path) -> Path:
-    """A new folder beside ``result_dir``: ``<name>-edit<k>`` with the first free ``k``."""
-    root = result_dir.name.split(EDITED_SUFFIX)[0]
+    """A new folder beside ``result_dir``: ``<name>-edit<k>`` with the first free ``k`` (``<name>``
+    without an earlier ``-edit<k>``, so repeated edits do not grow the name)."""
+    root = re.sub(rf"{EDITED_SUFFIX}\d+$", "", result_dir.name)
     k = 1
     while (result_dir.parent / f"{root}{EDITED_SUFFIX}{k}").exists():
         k += 1

@@ -6,7 +6,7 @@ import bpy
 from bpy.props import BoolProperty, FloatProperty
 
 from ...core.errors import InputError, ReconstructionError
-from .common import has_result, last_result, reconstruction_collection
+from .common import has_result, result_and_collection
 from .image_planes import build_image_plane
 from .sync import reconstruction_cameras
 
@@ -33,10 +33,7 @@ class RECON_OT_image_planes(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         try:
-            result = last_result(context)
-            collection = reconstruction_collection(context)
-            if collection is None:
-                raise InputError("The reconstruction's collection is gone; re-import it first.")
+            result, collection = result_and_collection(context)
             cameras = reconstruction_cameras(collection)
             if self.selected_only:
                 cameras = {k: c for k, c in cameras.items() if c.select_get()}

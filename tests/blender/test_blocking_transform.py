@@ -256,6 +256,8 @@ def test_scale_between_two_picked_points_after_levelling(scene):
     assert np.abs(ratios - 1.0).max() < 0.01
     saved = _check_cameras_match_result(scene)
     assert saved.units == "m"
+    # Each edit is a new folder beside the first (the name does not grow).
+    assert Path(bpy.context.scene.recon.last_result_dir).name == "result-edit2"
     # Levelling survives scaling: the floor is still z = 0, +Z up.
     assert _check_level_of(saved, scene) < 1.0
     assert abs(np.median(scene.points()[scene.floor_mask][:, 2])) < 0.01
@@ -392,3 +394,22 @@ def test_ply_and_transforms_json_exports(scene, tmp_path):
     assert np.allclose(np.sort(xyz, axis=0), np.sort(scene.points(), axis=0), atol=1e-4)
     with pytest.raises(RuntimeError, match="no sparse points"):
         bpy.ops.recon.export_result(format="PLY", directory=str(tmp_path / "x"), use_sparse=True)
+
+
+def test_level_rebuilds_the_objects_when_the_user_deleted_them(scene):
+    bpy.data.batch_remove(list(scene.collection.objects) + [scene.collection])
+    assert bpy.ops.recon.level_scene() == {"FINISHED"}
+    scene.collection = bpy.data.collections[bpy.context.scene.recon.last_collection]
+    floor = scene.points()[scene.floor_mask]
+    assert _angle_deg(_plane_normal(floor), np.array([0, 0, 1.0])) < 1.0
+    _check_cameras_match_result(scene)
+
+
+def test_panel_sits_in_the_recon_tab_and_operators_need_a_result(scene):
+    panel = bpy.types.RECON_PT_blocking
+    assert (panel.bl_parent_id, panel.bl_category) == ("RECON_PT_main", "Recon")
+    operators = (bpy.ops.recon.level_scene, bpy.ops.recon.set_scale, bpy.ops.recon.export_result,
+                 bpy.ops.recon.animated_camera, bpy.ops.recon.image_planes)
+    assert all(op.poll() for op in operators)
+    bpy.context.scene.recon.last_result_dir = ""
+    assert not any(op.poll() for op in operators)
