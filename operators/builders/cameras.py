@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import bpy
@@ -12,8 +11,6 @@ from mathutils import Matrix
 from ...core.geometry.conventions import blender_camera_params, cam2world_opencv_to_blender
 from ...core.result import ImageResult, SceneResult
 from .datablocks import CreatedData, id_name
-
-log = logging.getLogger(__name__)
 
 # Pixel aspects closer than this count as the same (they come from float focal lengths).
 _ASPECT_TOLERANCE = 1e-6

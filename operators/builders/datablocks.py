@@ -36,3 +36,16 @@ class CreatedData:
             alive.append(id_block)
         bpy.data.batch_remove(alive)
         self._ids.clear()
+
+
+def node_material(name: str, created: CreatedData) -> bpy.types.Material:
+    """A new material with an empty node tree (recorded in ``created``), in any Blender version.
+
+    Blender 5.0 gives new materials a node tree and deprecates ``use_nodes``; earlier versions
+    need ``use_nodes = True`` first.
+    """
+    material = created.add(bpy.data.materials.new(id_name(name)))
+    if material.node_tree is None:
+        material.use_nodes = True
+    material.node_tree.nodes.clear()
+    return material

@@ -6,7 +6,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-from .datablocks import CreatedData, id_name
+from .datablocks import CreatedData, id_name, node_material
 
 COLOR_ATTRIBUTE = "Col"
 """Point-domain FLOAT_COLOR attribute with the photo colour (read by :func:`color_material`)."""
@@ -57,11 +57,8 @@ def color_material(name: str, created: CreatedData) -> bpy.types.Material:
     Unlit, like the reference's GLB export: a render through a recovered camera reproduces the
     photo colours with the Standard view transform, whatever the lighting.
     """
-    material = created.add(bpy.data.materials.new(id_name(name)))
-    if material.node_tree is None:  # Blender < 5.0 creates materials without nodes
-        material.use_nodes = True
+    material = node_material(name, created)
     nodes, links = material.node_tree.nodes, material.node_tree.links
-    nodes.clear()
     attribute = nodes.new("ShaderNodeAttribute")
     attribute.attribute_type = "GEOMETRY"
     attribute.attribute_name = COLOR_ATTRIBUTE
