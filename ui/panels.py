@@ -28,11 +28,10 @@ class RECON_PT_main(bpy.types.Panel):
         col.enabled = not wm.recon_running
         col.prop(props, "directory")
         col.prop(props, "backend")
-        if props.backend == "dust3r":
-            col.prop(props, "resolution")
-            col.prop(props, "pair_graph")
-            if props.pair_graph in {"swin", "logwin"}:
-                col.prop(props, "window")
+        col.prop(props, "resolution")
+        col.prop(props, "pair_graph")
+        if props.pair_graph in {"swin", "logwin"}:
+            col.prop(props, "window")
         col.prop(props, "preset", expand=True)
         _draw_problems(col, props, prefs)
 

@@ -27,6 +27,10 @@ from . import preferences
 # Global-alignment iterations per preset; the reference demo uses 300 ("quality").
 DUST3R_ITERATIONS = {"quality": 300, "speed": 100}
 
+# The classical backend's own defaults are its "quality"; "speed" halves the costly parts.
+CLASSICAL_SPEED = {"max_features": 4096, "num_hypotheses": 48, "refine_hypotheses": 4}
+CLASSICAL_MATCHERS = {"complete": "exhaustive", "swin": "sequential"}  # others: its "auto"
+
 
 class ReconSettings(bpy.types.PropertyGroup):
     directory: StringProperty(
@@ -42,18 +46,19 @@ class ReconSettings(bpy.types.PropertyGroup):
     )
     resolution: EnumProperty(
         name="Resolution",
-        description="Working image width in pixels (DUSt3R network input size)",
+        description="Long side of the working images in pixels (DUSt3R: the network input; "
+        "classical: the dense-matching grid)",
         items=(("512", "512 px", "Full network resolution"), ("224", "224 px", "Fast, coarse")),
         default="512",
     )
     pair_graph: EnumProperty(
         name="Pairs",
-        description="Which image pairs the network sees",
+        description="Which photo pairs are matched",
         items=(
             ("complete", "All Pairs", "Every pair of photos (best for < ~30 photos)"),
             ("swin", "Sliding Window", "Each photo with its next neighbours (ordered sequences)"),
-            ("logwin", "Log Window", "Neighbours at 1, 2, 4, ... photos apart"),
-            ("oneref", "One Reference", "Every photo paired with the first"),
+            ("logwin", "Log Window", "Neighbours at 1, 2, 4, ... photos apart (classical: automatic)"),
+            ("oneref", "One Reference", "Every photo paired with the first (classical: automatic)"),
         ),
         default="complete",
     )
@@ -156,6 +161,14 @@ def backend_options(backend: str, props: ReconSettings, prefs) -> dict:
             "window": props.window,
             "iterations": DUST3R_ITERATIONS[props.preset],
         }
+    if backend == "classical":
+        options = {"resolution": int(props.resolution),
+                   "matcher": CLASSICAL_MATCHERS.get(props.pair_graph, "auto")}
+        if props.pair_graph == "swin":
+            options["sequential_overlap"] = props.window
+        if props.preset == "speed":
+            options.update(CLASSICAL_SPEED)
+        return options
     return {}
 
 

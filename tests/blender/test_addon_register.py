@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -125,3 +127,26 @@ os._exit(0)
                          cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "LOADED []" in run.stdout
+
+
+def test_classical_options_from_the_panel_are_accepted_by_the_backend(registered, recon_photos):
+    from photo_recon.ui.properties import CLASSICAL_SPEED, to_job_config
+
+    props = bpy.context.scene.recon
+    props.directory, props.backend, props.resolution = str(recon_photos), "classical", "512"
+    made = []
+    for graph, window, preset in (("complete", 3, "quality"), ("swin", 4, "speed"), ("logwin", 2, "quality")):
+        props.pair_graph, props.window, props.preset = graph, window, preset
+        made.append(to_job_config(props, registered).options)
+    assert made[0] == {"resolution": 512, "matcher": "exhaustive"}
+    assert made[1] == {"resolution": 512, "matcher": "sequential", "sequential_overlap": 4,
+                       **CLASSICAL_SPEED}
+    assert made[2] == {"resolution": 512, "matcher": "auto"}
+    if not all(importlib.util.find_spec(m) for m in ("torch", "pycolmap")):
+        pytest.skip("the classical backend's packages are not installed here")
+    # The backend's strict parser, in another interpreter (this process never imports torch).
+    code = ("import json, sys; from core.classical.backend import ClassicalOptions; "
+            "[ClassicalOptions.from_dict(o) for o in json.loads(sys.argv[1])]")
+    run = subprocess.run([sys.executable, "-c", code, json.dumps(made)], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
