@@ -35,10 +35,11 @@ PLATFORM_TAGS: dict[str, tuple[str, ...]] = {
     "linux-x64": ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
                   "manylinux2014_x86_64"),
     "windows-x64": ("win_amd64",),
-    "macos-arm64": ("macosx_14_0_arm64", "macosx_13_0_arm64", "macosx_12_0_arm64",
-                    "macosx_11_0_arm64"),
+    "macos-arm64": ("macosx_11_0_arm64", "macosx_12_0_arm64", "macosx_13_0_arm64",
+                    "macosx_14_0_arm64"),
 }
-"""Blender platform name -> the wheel platform tags pip may pick for it (Blender's minimum OS)."""
+"""Blender platform name -> the wheel platform tags pip may pick for it, most preferred first:
+on macOS the oldest system a wheel exists for (Blender 4.2 runs on macOS 11.2)."""
 
 TORCH_LOCAL_VERSION = {"linux-x64": "+cpu"}
 """The CPU build of torch for Linux is published with a local version on PyTorch's CPU index
@@ -84,15 +85,20 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
 
 
-def wheel_matches(filename: str, dist: str, version: str, platform: str) -> bool:
-    """Whether wheel ``filename`` is ``dist==version`` and installable on Blender ``platform``."""
+def wheel_rank(filename: str, dist: str, version: str, platform: str) -> int | None:
+    """Preference of wheel ``filename`` for ``dist==version`` on Blender ``platform``: the index
+    in :data:`PLATFORM_TAGS` of its best platform tag (0 for pure wheels); None if it is another
+    package or version, or not installable there."""
     parts = filename[: -len(".whl")].split("-")
     if len(parts) not in (5, 6):
-        return False
+        return None
     name, ver, plat = parts[0], parts[1], parts[-1]
     if normalize(name) != normalize(dist) or ver != version:
-        return False
-    return any(tag == "any" or tag in PLATFORM_TAGS[platform] for tag in plat.split("."))
+        return None
+    tags = PLATFORM_TAGS[platform]
+    ranks = [0 if tag == "any" else tags.index(tag) for tag in plat.split(".")
+             if tag == "any" or tag in tags]
+    return min(ranks) if ranks else None
 
 
 def download(reqs: list[str], platform: str, dest: Path) -> list[Path]:
@@ -114,11 +120,13 @@ def download(reqs: list[str], platform: str, dest: Path) -> list[Path]:
     chosen = []
     for req in reqs:
         dist, version = req.split("==")
-        matches = sorted(p for p in dest.glob("*.whl") if wheel_matches(p.name, dist, version,
-                                                                            platform))
-        if not matches:
+        ranked = sorted(
+            (rank, p.name, p) for p in dest.glob("*.whl")
+            if (rank := wheel_rank(p.name, dist, version, platform)) is not None
+        )
+        if not ranked:
             raise SystemExit(f"No wheel of {req} for {platform} in {dest}.")
-        chosen.append(matches[-1])
+        chosen.append(ranked[0][2])
     return chosen
 
 
