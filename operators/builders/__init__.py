@@ -29,7 +29,7 @@ __all__ = ["ImportOptions", "build_map_images", "import_result", "rebuild_geomet
 log = logging.getLogger(__name__)
 
 OUTPUTS = ("POINTS", "MESH", "BOTH")
-GEOMETRY_ROLES = ("points", "mesh")
+GEOMETRY_ROLES = ("points", "mesh", "sparse")
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,8 @@ class ImportOptions:
         max_depth_jump: largest relative depth range inside one mesh triangle
             (see :func:`.mesh.grid_triangles`).
         render_settings: set the scene camera, resolution and pixel aspect from the first camera.
+        sparse_points: also import the backend's sparse (tie) points, if it has any, as a
+            second point cloud.
     """
 
     output: str = "POINTS"
@@ -65,6 +67,7 @@ class ImportOptions:
     merge_meshes: bool = True
     max_depth_jump: float = 0.05
     render_settings: bool = True
+    sparse_points: bool = True
 
     def __post_init__(self) -> None:
         if self.output not in OUTPUTS:
@@ -122,43 +125,61 @@ def _build_geometry(
     created: CreatedData,
     progress: Progress,
 ) -> list[str]:
-    """Points and/or meshes into ``collection``; returns warnings for the user."""
+    """Points and/or meshes (and the sparse points) into ``collection``; returns warnings."""
     warnings: list[str] = []
     masks = _pixel_masks(result, options)
-    if not any(m.any() for m in masks):
-        return [
-            "No pixel is above the confidence threshold: no points or mesh were made. "
-            "Lower the threshold and re-import."
-        ]
     material = color_material(f"{collection.name} colour", created)
-    if options.output in ("POINTS", "BOTH"):
+    native = options.native_pointcloud
+    if native and not native_pointcloud_supported():
+        warnings.append("This Blender cannot make native point clouds; used a mesh instead.")
+        native = False
+    radius = options.point_radius or _auto_radius(result, masks)
+    if not any(m.any() for m in masks):
+        warnings.append(
+            "No pixel is above the confidence threshold: no dense points or mesh were made. "
+            "Lower the threshold and re-import."
+        )
+    elif options.output in ("POINTS", "BOTH"):
         progress("building objects", 0.1, "point cloud")
         point_masks = _limit(masks, options.max_points)
         pts3d = np.concatenate([im.pts3d_world[m] for im, m in zip(result.images, point_masks)])
         colors = np.concatenate([im.colors[m] for im, m in zip(result.images, point_masks)])
         conf = np.concatenate([im.conf[m] for im, m in zip(result.images, point_masks)])
-        native = options.native_pointcloud
-        if native and not native_pointcloud_supported():
-            warnings.append("This Blender cannot make native point clouds; used a mesh instead.")
-            native = False
-        radius = options.point_radius or _auto_radius(result, masks)
         build_point_cloud(
             f"{collection.name} points", pts3d, colors, conf, radius, material, collection,
             created, native=native,
         )
-    if options.output in ("MESH", "BOTH"):
+    if any(m.any() for m in masks) and options.output in ("MESH", "BOTH"):
         progress("building objects", 0.5, "mesh")
-        parts = [
-            image_mesh_arrays(im, m, options.max_depth_jump) for im, m in zip(result.images, masks)
-        ]
-        named = [(f"{im.name} mesh", p) for im, p in zip(result.images, parts) if len(p.triangles)]
-        if options.merge_meshes and named:
-            named = [(f"{collection.name} mesh", merge_mesh_arrays([p for _, p in named]))]
-        for name, part in named:
-            build_mesh(name, part, material, collection, created)
-        if not named:
+        if not _build_meshes(result, options, masks, material, collection, created):
             warnings.append("No triangle survived the confidence and depth-jump tests: no mesh.")
+    if options.sparse_points and result.sparse_points is not None and len(result.sparse_points):
+        progress("building objects", 0.9, "sparse points")
+        sparse = build_point_cloud(
+            f"{collection.name} sparse points", result.sparse_points, _sparse_colors(result),
+            np.ones(len(result.sparse_points), np.float32), radius, material, collection,
+            created, native=native,
+        )
+        sparse["recon_role"] = "sparse"
     return warnings
+
+
+def _build_meshes(result, options, masks, material, collection, created) -> int:
+    """The grid meshes (one per photo, or merged); returns how many objects were made."""
+    parts = [image_mesh_arrays(im, m, options.max_depth_jump) for im, m in zip(result.images, masks)]
+    named = [(f"{im.name} mesh", p) for im, p in zip(result.images, parts) if len(p.triangles)]
+    if options.merge_meshes and named:
+        named = [(f"{collection.name} mesh", merge_mesh_arrays([p for _, p in named]))]
+    for name, part in named:
+        build_mesh(name, part, material, collection, created)
+    return len(named)
+
+
+def _sparse_colors(result: SceneResult) -> np.ndarray:
+    """``(M, 3)`` uint8 colours of the sparse points (light grey where the backend gave none)."""
+    if result.sparse_colors is not None:
+        return np.asarray(result.sparse_colors, np.uint8)
+    return np.full((len(result.sparse_points), 3), 200, np.uint8)
 
 
 def _finish(collection: bpy.types.Collection, warnings: list[str]) -> None:

@@ -398,3 +398,19 @@ def test_jet_ramp_anchors():
     np.testing.assert_allclose(jet(np.array([0.0, 0.5, 1.0])), [[0, 0, 0.5], [0.5, 1, 0.5], [0.5, 0, 0]])
     hue_order = np.argmax(jet(np.linspace(0, 1, 9)), axis=1)
     assert (np.diff(hue_order) <= 0).all()  # blue (2) -> green (1) -> red (0)
+
+
+def test_sparse_points_are_a_second_cloud(clean_data):
+    result = _scene_with_confidence()
+    rng = np.random.default_rng(2)
+    result.sparse_points = rng.normal(size=(50, 3)).astype(np.float32)
+    result.sparse_colors = rng.integers(0, 256, (50, 3), dtype=np.uint8)
+    collection = import_result(result, ImportOptions(conf_threshold=100.0), "Sparse")
+    (sparse,) = [o for o in collection.objects if o.type in ("MESH", "POINTCLOUD")]
+    assert sparse.get("recon_role") == "sparse"
+    np.testing.assert_allclose(_mesh_positions(sparse), result.sparse_points)
+    colors = np.empty(50 * 4, np.float32)
+    sparse.data.attributes["Col"].data.foreach_get("color_srgb", colors)
+    np.testing.assert_allclose(colors.reshape(-1, 4)[:, :3], result.sparse_colors / 255.0, atol=0.5 / 255)
+    objects = rebuild_geometry(collection, result, ImportOptions(sparse_points=False))
+    assert [o.get("recon_role") for o in objects] == ["points"]
