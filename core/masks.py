@@ -1,12 +1,13 @@
 """Which pixels of a result become geometry: confidence masks, the sky heuristic, point budgets.
 
-numpy + scipy only (no OpenCV, no bpy): shared by the Blender importers and the exports.
+numpy only, plus scipy for the sky mask (no OpenCV, no bpy): shared by the Blender importers and
+the exports. scipy is imported when the sky mask is used, so Blender does not load it with the
+add-on.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 # The reference demo's sky thresholds, in OpenCV's 8-bit HSV units (H in 0..179, S and V in
 # 0..255). It converts the RGB image as if it were BGR, so "hue 0..30" there selects what is
@@ -78,6 +79,8 @@ def sky_mask(rgb: np.ndarray) -> np.ndarray:
     Args:
         rgb: ``(H, W, 3)`` uint8 RGB image.
     """
+    from scipy import ndimage  # noqa: PLC0415 - only this heuristic needs it
+
     hsv = _opencv_hsv_u8(np.asarray(rgb)[..., ::-1])
     hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
     mask = (hue <= _SKY_HUE_MAX) & (val >= _SKY_VALUE_MIN)

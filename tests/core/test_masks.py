@@ -83,3 +83,13 @@ def test_limit_points(count, max_points):
     assert keep.shape == (count,) and keep.dtype == bool and keep.sum() == max_points
     np.testing.assert_array_equal(keep, masks.limit_points(count, max_points, seed=3))
     assert not np.array_equal(keep, masks.limit_points(count, max_points, seed=4))
+
+
+def test_importing_masks_loads_neither_torch_nor_scipy():
+    # Blender imports this module with the add-on: it must stay light (scipy only on use).
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys, core.masks; assert not {'torch', 'scipy'} & set(sys.modules), sys.modules.keys()"
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], check=True)
