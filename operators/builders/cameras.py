@@ -109,7 +109,7 @@ def build_cameras(
 def _add_background_photo(
     camera_data: bpy.types.Camera, path: str, created: CreatedData
 ) -> str | None:
-    """Show the photo behind the camera view, cropped to the frame; a warning if unreadable."""
+    """Show the photo behind the camera view, fitted to the frame; a warning if unreadable."""
     if not Path(path).is_file():
         return f"Photo {path} not found: camera {camera_data.name} has no background image."
     try:
@@ -118,7 +118,11 @@ def _add_background_photo(
         return f"Blender cannot read {path} ({exc}); camera {camera_data.name} has no background."
     background = camera_data.background_images.new()
     background.image = image
-    background.frame_method = "CROP"
+    # The camera frame shows the photo's pixels; with fx != fy they are drawn non-square, so the
+    # photo must be stretched to the frame. With square pixels CROP is the same fit and also
+    # keeps the photo undistorted when another camera's render size is active.
+    square = np.isclose(*camera_data["recon_pixel_aspect"], rtol=_ASPECT_TOLERANCE)
+    background.frame_method = "CROP" if square else "STRETCH"
     background.alpha = 1.0
     camera_data.show_background_images = True
     return None

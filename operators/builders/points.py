@@ -149,6 +149,7 @@ def build_point_cloud(
     mesh = created.add(bpy.data.meshes.new(id_name(name)))
     mesh.vertices.add(len(pts3d))
     set_point_attributes(mesh, pts3d, colors, conf)
+    mesh.color_attributes.active_color_name = COLOR_ATTRIBUTE  # solid view "Attribute" colour
     mesh.materials.append(material)
     mesh.update()
     obj = created.add(bpy.data.objects.new(id_name(name), mesh))

@@ -171,17 +171,22 @@ def test_camera_names_are_truncated_and_unique(clean_data):
     assert all(n.startswith("é" * 29) for n in names)
 
 
-def test_background_photo_is_loaded(clean_data, tmp_path):
+@pytest.mark.parametrize(
+    "case,fit", [("landscape_fy_gt_fx_cropped", "STRETCH"), ("portrait_square_pixels", "CROP")]
+)
+def test_background_photo_is_loaded(clean_data, tmp_path, case, fit):
     from PIL import Image
 
-    im = make_image("photo", *CASES["landscape_fy_gt_fx_cropped"], seed=3)
+    im = make_image("photo", *CASES[case], seed=3)
     im.file = str(tmp_path / "photo.png")
-    Image.fromarray(np.zeros((480, 640, 3), np.uint8)).save(im.file)
+    Image.fromarray(np.zeros(im.photo_size[::-1] + (3,), np.uint8)).save(im.file)
     collection = import_result(SceneResult(images=[im], backend="test"), ImportOptions(), "Bg")
     (camera,) = [o for o in collection.objects if o.type == "CAMERA"]
     (background,) = camera.data.background_images
-    assert camera.data.show_background_images and background.frame_method == "CROP"
-    assert tuple(background.image.size) == (640, 480)
+    assert camera.data.show_background_images
+    # Non-square pixels (fx != fy) need the photo stretched to the camera frame.
+    assert background.frame_method == fit
+    assert tuple(background.image.size) == im.photo_size
 
 
 def _scene_with_confidence(seed=5):
