@@ -419,3 +419,23 @@ def test_sparse_points_are_a_second_cloud(clean_data):
     np.testing.assert_allclose(colors.reshape(-1, 4)[:, :3], result.sparse_colors / 255.0, atol=0.5 / 255)
     objects = rebuild_geometry(collection, result, ImportOptions(sparse_points=False))
     assert [o.get("recon_role") for o in objects] == ["points"]
+
+
+@pytest.mark.parametrize("cancel_at", ["point cloud", "mesh"])
+def test_cancel_while_building_removes_everything(clean_data, cancel_at):
+    from photo_recon.core.errors import Cancelled
+    from photo_recon.core.progress import CancelToken, Progress
+
+    token = CancelToken()
+    stages = []
+
+    def on_progress(stage, fraction, message):
+        stages.append(message)
+        if message == cancel_at:
+            token.cancel()  # as the user pressing Esc while this step is reported
+
+    with pytest.raises(Cancelled):
+        import_result(_scene_with_confidence(), ImportOptions(output="BOTH"), "Cancel",
+                      progress=Progress(on_progress, token))
+    assert stages[0] == "cameras" and stages[-1] == cancel_at
+    assert _new_blocks(clean_data) == []
