@@ -145,10 +145,15 @@ def _build_geometry(
         pts3d = np.concatenate([im.pts3d_world[m] for im, m in zip(result.images, point_masks)])
         colors = np.concatenate([im.colors[m] for im, m in zip(result.images, point_masks)])
         conf = np.concatenate([im.conf[m] for im, m in zip(result.images, point_masks)])
-        build_point_cloud(
+        points = build_point_cloud(
             f"{collection.name} points", pts3d, colors, conf, radius, material, collection,
             created, native=native,
         )
+        if native and points.type != "POINTCLOUD":
+            warnings.append(
+                "Blender could not convert the points to a native point cloud here (is the "
+                "collection in the active scene, in object mode?); used a mesh instead."
+            )
     if any(m.any() for m in masks) and options.output in ("MESH", "BOTH"):
         progress("building objects", 0.5, "mesh")
         if not _build_meshes(result, options, masks, material, collection, created):

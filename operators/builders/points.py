@@ -3,10 +3,14 @@ point cloud object, both built in bulk with ``foreach_set``."""
 
 from __future__ import annotations
 
+import logging
+
 import bpy
 import numpy as np
 
 from .datablocks import CreatedData, id_name, node_material
+
+log = logging.getLogger(__name__)
 
 COLOR_ATTRIBUTE = "Col"
 """Point-domain FLOAT_COLOR attribute with the photo colour (read by :func:`color_material`)."""
@@ -136,7 +140,8 @@ def build_point_cloud(
 
     By default a vertex-only mesh with a Geometry Nodes modifier ("Points") turning vertices into
     points of an adjustable radius; with ``native`` a Blender point cloud object (converted from
-    that mesh, with a ``radius`` attribute). Attributes: ``Col`` (colour), ``confidence``.
+    that mesh, with a ``radius`` attribute), or the former where Blender cannot convert it
+    (check ``obj.type``). Attributes: ``Col`` (colour), ``confidence``.
 
     Args:
         pts3d: ``(N, 3)`` float world points, N >= 1 (an empty point cloud crashes Cycles 5.0).
@@ -155,20 +160,19 @@ def build_point_cloud(
     obj = created.add(bpy.data.objects.new(id_name(name), mesh))
     obj["recon_role"] = "points"
     collection.objects.link(obj)
-    if native:
-        _convert_to_native(obj, created)
-    else:
+    if not (native and _convert_to_native(obj, created)):
         modifier = obj.modifiers.new("Points", "NODES")
         modifier.node_group = points_node_group(f"{name} points", material, created)
     set_point_radius(obj, radius)
     return obj
 
 
-def _convert_to_native(obj: bpy.types.Object, created: CreatedData) -> None:
+def _convert_to_native(obj: bpy.types.Object, created: CreatedData) -> bool:
     """Turn the vertex-only mesh of ``obj`` into point cloud data with a ``radius`` attribute.
 
     Python cannot add points to a ``PointCloud``; Blender's convert operator can. It needs the
-    object in the view layer (its collection is linked to the scene by then).
+    object in the context's view layer and object mode; where it cannot run, ``obj`` stays a
+    mesh and False is returned.
     """
     mesh = obj.data
     context = {
@@ -177,11 +181,16 @@ def _convert_to_native(obj: bpy.types.Object, created: CreatedData) -> None:
         "selected_objects": [obj],
         "selected_editable_objects": [obj],
     }
-    with bpy.context.temp_override(**context):
-        bpy.ops.object.convert(target="POINTCLOUD")
+    try:
+        with bpy.context.temp_override(**context):
+            bpy.ops.object.convert(target="POINTCLOUD")
+    except RuntimeError as exc:  # the operator's poll failed (e.g. another scene, edit mode)
+        log.info("Native point cloud conversion of %s not possible: %s", obj.name, exc)
+        return False
+    if obj.data is mesh or obj.type != "POINTCLOUD":
+        return False
     cloud = created.add(obj.data)
-    if cloud is mesh or obj.type != "POINTCLOUD":
-        raise RuntimeError(f"Blender did not convert {obj.name} to a point cloud.")
     if mesh.users == 0:
         bpy.data.meshes.remove(mesh)
     cloud.attributes.new("radius", "FLOAT", "POINT")
+    return True

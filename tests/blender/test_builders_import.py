@@ -439,3 +439,17 @@ def test_cancel_while_building_removes_everything(clean_data, cancel_at):
                       progress=Progress(on_progress, token))
     assert stages[0] == "cameras" and stages[-1] == cancel_at
     assert _new_blocks(clean_data) == []
+
+
+def test_native_point_cloud_falls_back_outside_the_active_scene(clean_data):
+    # Blender's convert operator works on the context's view layer only.
+    other = bpy.data.scenes.new("other scene")
+    try:
+        collection = import_result(_scene_with_confidence(), ImportOptions(native_pointcloud=True),
+                                   "Other", scene=other)
+        points = _points_object(collection)
+        assert points.type == "MESH" and points.modifiers["Points"].node_group is not None
+        assert len(points.data.vertices) == _expected_count(_scene_with_confidence(), 3.0)
+        assert "used a mesh instead" in collection["recon_warnings"]
+    finally:
+        bpy.data.scenes.remove(other)
