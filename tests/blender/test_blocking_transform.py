@@ -9,6 +9,7 @@ positions, camera matrices), never through the transform the code computed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -72,7 +73,8 @@ def _truth_scene(rng: np.random.Generator):
             photo_size=(GRID_W * 2, GRID_H * 2),
             K=K.copy(),
             cam2world=c2w,
-            photo_from_map=np.diag([2.0, 2.0, 1.0]) + np.array([[0, 0, 0.5], [0, 0, 0.5], [0, 0, 0]]),
+            # Photos at twice the map size (pixel centres: photo = 2 map + 0.5).
+            photo_from_map=np.array([[2.0, 0, 0.5], [0, 2.0, 0.5], [0, 0, 1]]),
             pts3d_world=pts.astype(np.float32),
             conf=conf,
             colors=rng.integers(0, 256, (GRID_H, GRID_W, 3), dtype=np.uint8),
@@ -338,7 +340,8 @@ def test_bad_picks_change_nothing(scene, pick, message):
 def test_level_without_a_floor_is_refused(scene, tmp_path):
     # Only the wall: no plane below the cameras faces up.
     walls = [
-        dataclass_replace_conf(im, ~floor) for im, floor in zip(scene.recon.images, scene.on_floor)
+        dataclasses.replace(im, conf=np.where(floor, 0.0, im.conf).astype(np.float32))
+        for im, floor in zip(scene.recon.images, scene.on_floor)
     ]
     result = SceneResult(images=walls, backend="test", conf_threshold=CONF_THRESHOLD)
     result.save(tmp_path / "walls" / "result")
@@ -346,12 +349,6 @@ def test_level_without_a_floor_is_refused(scene, tmp_path):
     with pytest.raises(RuntimeError, match="No floor found"):
         bpy.ops.recon.level_scene()
     assert bpy.context.scene.recon.last_result_dir == str(tmp_path / "walls" / "result")
-
-
-def dataclass_replace_conf(image: ImageResult, keep: np.ndarray) -> ImageResult:
-    import dataclasses
-
-    return dataclasses.replace(image, conf=np.where(keep, image.conf, 0.0).astype(np.float32))
 
 
 def test_exports_of_the_levelled_result_read_back(scene, tmp_path):
