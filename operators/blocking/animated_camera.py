@@ -135,6 +135,7 @@ def build_animated_camera(
         settings = camera_settings(first)
         for name in _STATIC_SETTINGS:
             setattr(data, name, settings[name])
+        # Clip range and size from the camera spacing, so they fit whatever the scene's units.
         scale = scene_scale(result)
         data.clip_start, data.clip_end = min(0.1, 0.01 * scale), max(100.0, 1000.0 * scale)
         data.display_size = 0.2 * scale
