@@ -21,7 +21,7 @@ from ...core.result import SceneResult
 from .cameras import apply_render_settings, build_cameras
 from .datablocks import CreatedData, id_name
 from .maps import build_map_images
-from .mesh import build_mesh, image_mesh_arrays, merge_mesh_arrays
+from .mesh import build_mesh, camera_z, image_mesh_arrays, merge_mesh_arrays
 from .points import build_point_cloud, color_material, native_pointcloud_supported
 
 __all__ = ["ImportOptions", "build_map_images", "import_result", "rebuild_geometry"]
@@ -95,9 +95,7 @@ def _auto_radius(result: SceneResult, masks: list[np.ndarray]) -> float:
     """
     footprints = []
     for im, mask in zip(result.images, masks):
-        world2cam = np.linalg.inv(im.cam2world)
-        pts = im.pts3d_world[::8, ::8][mask[::8, ::8]].astype(np.float64)
-        depth = pts @ world2cam[2, :3] + world2cam[2, 3]
+        depth = camera_z(im.cam2world, im.pts3d_world[::8, ::8][mask[::8, ::8]])
         depth = depth[depth > 0]
         if depth.size:
             footprints.append(float(np.median(depth)) / float(np.sqrt(im.K[0, 0] * im.K[1, 1])))

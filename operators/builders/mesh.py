@@ -12,6 +12,12 @@ from .datablocks import CreatedData, id_name
 from .points import COLOR_ATTRIBUTE, set_point_attributes
 
 
+def camera_z(cam2world: np.ndarray, pts3d_world: np.ndarray) -> np.ndarray:
+    """z-depth in the camera (OpenCV axes) of world points ``(..., 3)``; float64, same shape[:-1]."""
+    world2cam = np.linalg.inv(np.asarray(cam2world, np.float64))
+    return np.asarray(pts3d_world, np.float64) @ world2cam[2, :3] + world2cam[2, 3]
+
+
 def camera_depth(image: ImageResult) -> np.ndarray:
     """``(H, W)`` float32 z-depth of every map pixel in its camera (NaN where unknown).
 
@@ -19,9 +25,7 @@ def camera_depth(image: ImageResult) -> np.ndarray:
     """
     if image.depth is not None:
         return np.asarray(image.depth, np.float32)
-    world2cam = np.linalg.inv(np.asarray(image.cam2world, np.float64))
-    pts = image.pts3d_world.astype(np.float64)
-    return (pts @ world2cam[2, :3] + world2cam[2, 3]).astype(np.float32)
+    return camera_z(image.cam2world, image.pts3d_world).astype(np.float32)
 
 
 def grid_triangles(valid: np.ndarray, depth: np.ndarray, max_depth_jump: float) -> np.ndarray:
