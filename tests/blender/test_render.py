@@ -10,7 +10,8 @@ pixel misses the points (the sign-flipped shift check shows the measure can fail
 boundary (image border, the box outline where triangles are dropped) runs exactly through pixel
 centres, where a ray may hit or miss; for meshes the comparison leaves out pixels next to it.
 
-Bar: PSNR >= 30 dB (8-bit). Measured about 47 dB (points) and 52 dB (mesh interior).
+Bar: PSNR >= 30 dB (8-bit). Measured 47.5 dB (points, Geometry Nodes and native) and 57.2 dB
+(mesh, away from its boundary), the same in bpy 4.5.15 and 5.0.1.
 """
 
 from __future__ import annotations
