@@ -19,9 +19,9 @@ from ...core.masks import limit_points, sky_mask, valid_mask
 from ...core.progress import Progress
 from ...core.result import SceneResult
 from .cameras import apply_render_settings, build_cameras
-from .datablocks import CreatedData, id_name
+from .datablocks import CreatedData, id_name, load_photo
 from .maps import build_map_images
-from .mesh import build_mesh, camera_z, image_mesh_arrays, merge_mesh_arrays
+from .mesh import build_mesh, camera_z, image_mesh_arrays, merge_mesh_arrays, photo_material
 from .points import build_point_cloud, color_material, native_pointcloud_supported
 
 __all__ = ["ImportOptions", "build_map_images", "import_result", "rebuild_geometry"]
@@ -49,6 +49,8 @@ class ImportOptions:
         native_pointcloud: a native point cloud object instead of a mesh with Geometry Nodes
             (falls back to the latter, with a warning, where Blender cannot convert).
         merge_meshes: one mesh for all photos instead of one per photo.
+        mesh_texture: colour each photo's mesh with the photo itself (through its UVs) instead
+            of the per-vertex colours; needs the photo files.
         max_depth_jump: largest relative depth range inside one mesh triangle
             (see :func:`.mesh.grid_triangles`).
         render_settings: set the scene camera, resolution and pixel aspect from the first camera.
@@ -65,6 +67,7 @@ class ImportOptions:
     background_images: bool = True
     native_pointcloud: bool = False
     merge_meshes: bool = True
+    mesh_texture: bool = False
     max_depth_jump: float = 0.05
     render_settings: bool = True
     sparse_points: bool = True
@@ -154,7 +157,9 @@ def _build_geometry(
             )
     if any(m.any() for m in masks) and options.output in ("MESH", "BOTH"):
         progress("building objects", 0.5, "mesh")
-        if not _build_meshes(result, options, masks, material, collection, created):
+        meshed, mesh_warnings = _build_meshes(result, options, masks, material, collection, created)
+        warnings += mesh_warnings
+        if not meshed:
             warnings.append("No triangle survived the confidence and depth-jump tests: no mesh.")
     if options.sparse_points and result.sparse_points is not None and len(result.sparse_points):
         progress("building objects", 0.9, "sparse points")
@@ -167,15 +172,35 @@ def _build_geometry(
     return warnings
 
 
-def _build_meshes(result, options, masks, material, collection, created) -> int:
-    """The grid meshes (one per photo, or merged); returns how many objects were made."""
+def _build_meshes(result, options, masks, material, collection, created) -> tuple[int, list[str]]:
+    """The grid meshes (one per photo, or merged), coloured by ``material`` or by their photos.
+
+    Returns:
+        how many photos gave triangles, and warnings (photos that could not texture their mesh).
+    """
     parts = [image_mesh_arrays(im, m, options.max_depth_jump) for im, m in zip(result.images, masks)]
-    named = [(f"{im.name} mesh", p) for im, p in zip(result.images, parts) if len(p.triangles)]
-    if options.merge_meshes and named:
-        named = [(f"{collection.name} mesh", merge_mesh_arrays([p for _, p in named]))]
-    for name, part in named:
-        build_mesh(name, part, material, collection, created)
-    return len(named)
+    kept = [(im, part) for im, part in zip(result.images, parts) if len(part.triangles)]
+    warnings: list[str] = []
+    materials = [material] * len(kept)
+    if options.mesh_texture:
+        for k, (im, _) in enumerate(kept):
+            photo, warning = load_photo(im.file, created)
+            if photo is None:
+                warnings.append(f"{warning} Its mesh shows the point colours instead.")
+            else:
+                materials[k] = photo_material(f"{im.name} photo", photo, created)
+    if options.merge_meshes and kept:
+        arrays = merge_mesh_arrays([part for _, part in kept])
+        slots = list(dict.fromkeys(materials))  # distinct, in order
+        face_material = np.repeat(
+            [slots.index(m) for m in materials], [len(part.triangles) for _, part in kept]
+        )
+        build_mesh(f"{collection.name} mesh", arrays, slots, collection, created,
+                   face_material if len(slots) > 1 else None)
+    else:
+        for (im, part), mat in zip(kept, materials):
+            build_mesh(f"{im.name} mesh", part, [mat], collection, created)
+    return len(kept), warnings
 
 
 def _sparse_colors(result: SceneResult) -> np.ndarray:

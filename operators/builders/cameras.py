@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import bpy
 import numpy as np
 from mathutils import Matrix
 
 from ...core.geometry.conventions import blender_camera_params, cam2world_opencv_to_blender
 from ...core.result import ImageResult, SceneResult
-from .datablocks import CreatedData, id_name
+from .datablocks import CreatedData, id_name, load_photo
 
 # Pixel aspects closer than this count as the same (they come from float focal lengths).
 _ASPECT_TOLERANCE = 1e-6
@@ -110,12 +108,9 @@ def _add_background_photo(
     camera_data: bpy.types.Camera, path: str, created: CreatedData
 ) -> str | None:
     """Show the photo behind the camera view, fitted to the frame; a warning if unreadable."""
-    if not Path(path).is_file():
-        return f"Photo {path} not found: camera {camera_data.name} has no background image."
-    try:
-        image = created.add(bpy.data.images.load(path, check_existing=False))
-    except RuntimeError as exc:
-        return f"Blender cannot read {path} ({exc}); camera {camera_data.name} has no background."
+    image, warning = load_photo(path, created)
+    if image is None:
+        return f"{warning} Camera {camera_data.name} has no background image."
     background = camera_data.background_images.new()
     background.image = image
     # The camera frame shows the photo's pixels; with fx != fy they are drawn non-square, so the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import bpy
 
 # Blender's ID names hold 63 bytes (UTF-8) before 5.0. Keep room for the ".001" Blender appends
@@ -49,3 +51,21 @@ def node_material(name: str, created: CreatedData) -> bpy.types.Material:
         material.use_nodes = True
     material.node_tree.nodes.clear()
     return material
+
+
+def load_photo(path: str, created: CreatedData) -> tuple[bpy.types.Image | None, str | None]:
+    """The photo at ``path`` as a Blender image, or ``(None, warning)`` if it cannot be read.
+
+    An image already loaded from the same file is reused (only a new one is recorded in
+    ``created``), so a camera's background and a mesh texture share one data-block.
+    """
+    if not Path(path).is_file():
+        return None, f"Photo {path} not found."
+    before = set(bpy.data.images)
+    try:
+        image = bpy.data.images.load(path, check_existing=True)
+    except RuntimeError as exc:
+        return None, f"Blender cannot read {path} ({exc})."
+    if image not in before:
+        created.add(image)
+    return image, None

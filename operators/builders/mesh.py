@@ -8,7 +8,7 @@ import bpy
 import numpy as np
 
 from ...core.result import ImageResult
-from .datablocks import CreatedData, id_name
+from .datablocks import CreatedData, id_name, node_material
 from .points import COLOR_ATTRIBUTE, set_point_attributes
 
 
@@ -117,15 +117,37 @@ def merge_mesh_arrays(parts: list[MeshArrays]) -> MeshArrays:
     )
 
 
+def photo_material(name: str, photo: bpy.types.Image, created: CreatedData) -> bpy.types.Material:
+    """An unlit material showing ``photo`` through the ``UVMap`` of :func:`build_mesh`."""
+    material = node_material(name, created)
+    nodes, links = material.node_tree.nodes, material.node_tree.links
+    texture = nodes.new("ShaderNodeTexImage")
+    texture.image = photo
+    texture.interpolation = "Linear"
+    texture.extension = "EXTEND"
+    emission = nodes.new("ShaderNodeEmission")
+    output = nodes.new("ShaderNodeOutputMaterial")
+    links.new(texture.outputs["Color"], emission.inputs["Color"])
+    links.new(emission.outputs["Emission"], output.inputs["Surface"])
+    texture.location, emission.location, output.location = (-450, 0), (-150, 0), (100, 0)
+    return material
+
+
 def build_mesh(
     name: str,
     arrays: MeshArrays,
-    material: bpy.types.Material,
+    materials: list[bpy.types.Material],
     collection: bpy.types.Collection,
     created: CreatedData,
+    face_material: np.ndarray | None = None,
 ) -> bpy.types.Object:
     """A mesh object from ``arrays`` (at least one triangle) with a ``Col`` vertex colour and a
-    ``UVMap`` of photo coordinates, linked into ``collection``."""
+    ``UVMap`` of photo coordinates, linked into ``collection``.
+
+    Args:
+        materials: the mesh's material slots.
+        face_material: ``(T,)`` int slot of each triangle, or None for slot 0 everywhere.
+    """
     tris = arrays.triangles
     if len(tris) == 0:
         raise ValueError("build_mesh needs at least one triangle.")
@@ -142,7 +164,10 @@ def build_mesh(
     uv_layer.uv.foreach_set("vector", arrays.uv[tris].ravel())
     mesh.update(calc_edges=True)
     mesh.color_attributes.active_color_name = COLOR_ATTRIBUTE
-    mesh.materials.append(material)
+    for material in materials:
+        mesh.materials.append(material)
+    if face_material is not None:
+        mesh.polygons.foreach_set("material_index", face_material.astype(np.int32))
     obj = created.add(bpy.data.objects.new(id_name(name), mesh))
     obj["recon_role"] = "mesh"
     collection.objects.link(obj)

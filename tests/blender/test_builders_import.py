@@ -453,3 +453,29 @@ def test_native_point_cloud_falls_back_outside_the_active_scene(clean_data):
         assert "used a mesh instead" in collection["recon_warnings"]
     finally:
         bpy.data.scenes.remove(other)
+
+
+def test_photo_textured_meshes(clean_data, tmp_path):
+    from PIL import Image
+
+    ims = [_step_image(), _step_image((3, 3)), _step_image()]
+    for k, im in enumerate(ims[:2]):
+        im.file = str(tmp_path / f"photo{k}.png")
+        Image.fromarray(np.zeros(im.photo_size[::-1] + (3,), np.uint8)).save(im.file)
+    result = SceneResult(images=ims, backend="test")  # the third photo's file is missing
+    collection = import_result(result, ImportOptions(output="MESH", mesh_texture=True), "Tex")
+    (mesh,) = [o for o in collection.objects if o.get("recon_role") == "mesh"]
+    slots = [m.name for m in mesh.data.materials]
+    assert slots == ["photo0 photo", "photo1 photo", "Tex colour"]
+    textures = [n.image for m in mesh.data.materials[:2] for n in m.node_tree.nodes if n.type == "TEX_IMAGE"]
+    assert [bpy.path.abspath(t.filepath) for t in textures] == [ims[0].file, ims[1].file]
+    cameras = [o for o in collection.objects if o.type == "CAMERA"]
+    assert cameras[0].data.background_images[0].image == textures[0]  # one image data-block
+    index = np.empty(len(mesh.data.polygons), np.int32)
+    mesh.data.polygons.foreach_get("material_index", index)
+    per_image = 2 * 23 * 29 - 2 * 23  # full grid less the quad column across the depth step
+    np.testing.assert_array_equal(np.bincount(index), [per_image, per_image - 6, per_image])
+    assert "Its mesh shows the point colours instead" in collection["recon_warnings"]
+    separate = rebuild_geometry(collection, result,
+                                ImportOptions(output="MESH", mesh_texture=True, merge_meshes=False))
+    assert [len(o.data.materials) for o in separate] == [1, 1, 1]

@@ -10,8 +10,9 @@ pixel misses the points (the sign-flipped shift check shows the measure can fail
 boundary (image border, the box outline where triangles are dropped) runs exactly through pixel
 centres, where a ray may hit or miss; for meshes the comparison leaves out pixels next to it.
 
-Bar: PSNR >= 30 dB (8-bit). Measured 47.5 dB (points, Geometry Nodes and native) and 57.2 dB
-(mesh, away from its boundary), the same in bpy 4.5.15 and 5.0.1.
+Bar: PSNR >= 30 dB (8-bit). Measured 47.5 dB (points, Geometry Nodes and native), 57.2 dB
+(mesh with vertex colours) and 63.6 dB (mesh textured with the photo through its UVs; its vertex
+colours are black in that case), both meshes away from their boundary, in bpy 4.5.15 and 5.0.1.
 """
 
 from __future__ import annotations
@@ -128,11 +129,14 @@ def _psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> floa
         ImportOptions(output="POINTS"),
         ImportOptions(output="POINTS", native_pointcloud=True),
         ImportOptions(output="MESH"),
+        ImportOptions(output="MESH", mesh_texture=True),
     ],
-    ids=["gn_points", "native_points", "mesh"],
+    ids=["gn_points", "native_points", "mesh", "photo_textured_mesh"],
 )
 def test_render_through_recovered_camera_gives_the_photo(render_scene, tmp_path, options):
     result = _scene_result(str(tmp_path / "photo.png"))
+    if options.mesh_texture:
+        result.images[0].colors[:] = 0  # only the photo texture (through the UVs) can show it
     # Point spheres smaller than one pixel everywhere, so each pixel centre sees its own point.
     radius = 0.45 * _depth().min() / K_PHOTO[0, 0]
     import_result(result, ImportOptions(**{**options.__dict__, "point_radius": radius}), "Render",
