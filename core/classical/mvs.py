@@ -51,6 +51,8 @@ class MvsOptions:
         max_reproj_error: forward-backward reprojection error (working pixels) for agreement.
         max_rel_depth_error: relative depth difference for agreement.
         min_ncc: pixels whose best aggregated NCC is lower are dropped.
+        threads: torch CPU threads while the stage runs (0 = leave torch's setting). On a CPU
+            shared with other jobs, 1 avoids threads spinning against each other.
     """
 
     resolution: int = 480
@@ -63,6 +65,7 @@ class MvsOptions:
     max_reproj_error: float = 1.0
     max_rel_depth_error: float = 0.01
     min_ncc: float = 0.3
+    threads: int = 0
 
     def __post_init__(self) -> None:
         if self.resolution < 32 or self.num_hypotheses < 4 or self.num_neighbors < 1:
@@ -71,8 +74,11 @@ class MvsOptions:
             )
         if self.window < 3 or self.window % 2 == 0:
             raise InputError(f"Dense option window={self.window} must be an odd number >= 3.")
-        if self.best_k < 1 or self.min_consistent < 1 or self.refine_hypotheses < 0:
-            raise InputError("Dense options best_k and min_consistent must be >= 1.")
+        if self.best_k < 1 or self.min_consistent < 1 or self.refine_hypotheses < 0 or self.threads < 0:
+            raise InputError(
+                "Dense options best_k and min_consistent must be >= 1, refine_hypotheses and "
+                "threads >= 0."
+            )
 
 
 @dataclass
@@ -489,6 +495,27 @@ def dense_from_cameras(
             f"Dense stereo needs >= 2 images with one K (3x3) and cam2world (4x4) each; got "
             f"{n} images, K {K_photo.shape}, cam2world {cam2world.shape}."
         )
+    threads_before = torch.get_num_threads()
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    try:
+        return _dense(images, K_photo, cam2world, options, progress, points_world, visible, depth_range, device)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _dense(
+    images: list[np.ndarray],
+    K_photo: np.ndarray,
+    cam2world: np.ndarray,
+    options: MvsOptions,
+    progress: Progress,
+    points_world: np.ndarray | None,
+    visible: list[np.ndarray] | None,
+    depth_range: tuple[float, float] | None,
+    device: str,
+) -> list[DenseView]:
+    n = len(images)
     torch_device = torch.device(device)
     views = [_prepare_view(images[i], K_photo[i], cam2world[i], options.resolution, torch_device) for i in range(n)]
     coarse_views = [

@@ -1,0 +1,280 @@
+"""Accuracy, time and memory of a backend on the real scenes in ``../shared/scenes`` (see MANIFEST.md).
+
+Usage (from the repository root):
+
+    python tests/benchmarks/bench_scenes.py --backend classical
+    python tests/benchmarks/bench_scenes.py --backend dust3r --weights /path/to/weights.pth
+    python tests/benchmarks/bench_scenes.py --known-cameras          # dense depth, GT cameras
+    python tests/benchmarks/bench_scenes.py --timing                 # 16 x 640x480 end to end
+    python tests/benchmarks/bench_scenes.py --scenes dtu_scan65 --options '{"resolution": 320}'
+
+Each scene runs in its own subprocess, so "peak MB" is that process's ``ru_maxrss``.
+
+Metrics (MANIFEST.md, "Metrics"):
+
+* Pose, over all N(N-1)/2 pairs of the scene's images (a pair with an unregistered image counts as
+  a failure): relative pose ``T_j T_i^-1`` of world-to-camera matrices for GT and prediction
+  (the pose of camera i in camera j; it does not depend on the world frame, which is what
+  PoseDiffusion's ``T_i^-1 T_j`` of its row-vector camera-to-world matrices computes), rotation
+  error = geodesic angle, translation error = sign-free angle between translation directions.
+  RRA@15 / RTA@15 = share of pairs under 15 degrees; mAA(30) = mean over t = 1..30 degrees of the
+  share of pairs with max(rotation, translation error) < t.
+* Focal: median over registered images of |fx_pred / fx_gt - 1| in the file's pixels.
+* Depth (scenes with depth): on the pixels the result keeps (conf > conf_threshold), GT sampled at
+  each map pixel's photo pixel; each depth map scaled by median(gt)/median(pred) when the cameras
+  were estimated (scale-free), metric with ``--known-cameras``. AbsRel = mean |d - gt| / gt;
+  d<1.25 = share with max(d/gt, gt/d) < 1.25; kept = kept pixels with GT / pixels with GT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCENES_DIR = REPO_ROOT.parent / "shared" / "scenes"
+TIMING_SCENE = "middlebury_templeSR"  # 16 images, 640x480
+
+
+def load_gt(scene_dir: Path) -> tuple[list[str], list[dict]]:
+    gt = json.loads((scene_dir / "gt.json").read_text())
+    return [str(scene_dir / f["file"]) for f in gt["frames"]], gt["frames"]
+
+
+def gt_world2cam(frame: dict) -> np.ndarray:
+    w2c = np.eye(4)
+    w2c[:3, :3] = frame["R_w2c"]
+    w2c[:3, 3] = frame["t_w2c"]
+    return w2c
+
+
+def gt_K(frame: dict) -> np.ndarray:
+    return np.array([[frame["fx"], 0, frame["cx"]], [0, frame["fy"], frame["cy"]], [0, 0, 1.0]])
+
+
+def pair_errors(w2c_gt: list[np.ndarray], w2c_pred: list[np.ndarray | None]) -> np.ndarray:
+    """``(P, 2)`` rotation and translation-direction errors (degrees) over all pairs i < j.
+
+    Pairs with a missing (unregistered) camera get ``inf``.
+    """
+    errors = []
+    n = len(w2c_gt)
+    for i in range(n):
+        for j in range(i + 1, n):
+            if w2c_pred[i] is None or w2c_pred[j] is None:
+                errors.append((np.inf, np.inf))
+                continue
+            rel_gt = w2c_gt[j] @ np.linalg.inv(w2c_gt[i])
+            rel_pred = w2c_pred[j] @ np.linalg.inv(w2c_pred[i])
+            r = rel_pred[:3, :3].T @ rel_gt[:3, :3]
+            rot = np.degrees(np.arccos(np.clip((np.trace(r) - 1) / 2, -1, 1)))
+            t_gt, t_pred = rel_gt[:3, 3], rel_pred[:3, 3]
+            norm = np.linalg.norm(t_gt) * np.linalg.norm(t_pred)
+            cos = abs(t_gt @ t_pred) / norm if norm > 0 else np.nan
+            trans = np.degrees(np.arccos(min(cos, 1.0))) if np.isfinite(cos) else np.inf
+            errors.append((rot, trans))
+    return np.array(errors, float).reshape(-1, 2)
+
+
+def pose_scores(errors: np.ndarray) -> dict[str, float]:
+    errors = np.nan_to_num(errors, nan=np.inf)
+    worst = errors.max(axis=1)
+    return {
+        "RRA@15": float((errors[:, 0] < 15).mean()),
+        "RTA@15": float((errors[:, 1] < 15).mean()),
+        "mAA(30)": float(np.mean([(worst < t).mean() for t in range(1, 31)])),
+    }
+
+
+def depth_scores(images: list[dict], frames_by_file: dict[str, dict], scene_dir: Path, scale_free: bool) -> dict:
+    """AbsRel, d<1.25 and kept share over all images (pixels pooled)."""
+    rel_all, ratio_all, kept_n, gt_n = [], [], 0, 0
+    for im in images:
+        frame = frames_by_file[im["file"]]
+        gt = np.asarray(Image.open(scene_dir / frame["depth"]), np.float64) / 1000.0
+        depth, keep, P = im["depth"], im["keep"], im["photo_from_map"]
+        h, w = depth.shape
+        u, v = np.meshgrid(np.arange(w), np.arange(h))
+        up = np.clip(np.round(P[0, 0] * u + P[0, 1] * v + P[0, 2]).astype(int), 0, gt.shape[1] - 1)
+        vp = np.clip(np.round(P[1, 0] * u + P[1, 1] * v + P[1, 2]).astype(int), 0, gt.shape[0] - 1)
+        g = gt[vp, up]
+        has_gt = g > 0
+        m = keep & has_gt & np.isfinite(depth) & (depth > 0)
+        gt_n += int(has_gt.sum())
+        kept_n += int(m.sum())
+        if not m.any():
+            continue
+        d = depth[m].astype(np.float64)
+        if scale_free:
+            d = d * np.median(g[m]) / np.median(d)
+        rel_all.append(np.abs(d - g[m]) / g[m])
+        ratio_all.append(np.maximum(d / g[m], g[m] / d))
+    if not rel_all:
+        return {"AbsRel": float("nan"), "d<1.25": float("nan"), "kept": 0.0}
+    rel, ratio = np.concatenate(rel_all), np.concatenate(ratio_all)
+    return {"AbsRel": float(rel.mean()), "d<1.25": float((ratio < 1.25).mean()), "kept": kept_n / max(gt_n, 1)}
+
+
+def run_scene(scene: str, args: argparse.Namespace) -> dict:
+    """Runs in the child process: reconstruct one scene and score it."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from core.backends import run_backend
+    from core.config import JobConfig
+    from core.progress import Progress
+
+    scene_dir = SCENES_DIR / scene
+    paths, frames = load_gt(scene_dir)
+    frames_by_file = dict(zip(paths, frames))
+    stage_times: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    def on_progress(stage: str, fraction: float, message: str) -> None:
+        stage_times.setdefault(stage, time.perf_counter() - t0)
+
+    row: dict = {"scene": scene, "n": len(paths)}
+    has_depth = "depth" in frames[0]
+    if args.known_cameras:
+        if not has_depth:
+            return {**row, "skipped": "no depth GT"}
+        from core.classical.mvs import MvsOptions, dense_from_cameras
+        from core.images import load_photo
+
+        mvs_options = MvsOptions(**json.loads(args.options or "{}"))
+        dense = dense_from_cameras(
+            [load_photo(p) for p in paths],
+            np.stack([gt_K(f) for f in frames]),
+            np.stack([np.linalg.inv(gt_world2cam(f)) for f in frames]),
+            mvs_options,
+            Progress(on_progress),
+        )
+        row["time_s"] = time.perf_counter() - t0
+        images = [
+            {"file": p, "depth": d.depth, "keep": d.conf > 0, "photo_from_map": d.photo_from_map}
+            for p, d in zip(paths, dense)
+        ]
+        row.update(depth_scores(images, frames_by_file, scene_dir, scale_free=False))
+        row["registered"] = len(paths)
+        return row
+
+    options = json.loads(args.options or "{}")
+    if args.backend == "dust3r":
+        options.setdefault("weights", args.weights)
+    if scene == "tartanair_indoor_seq" and args.backend == "classical":
+        options.setdefault("matcher", "sequential")  # an ordered fly-through
+    job = JobConfig(images=tuple(paths), backend=args.backend, device="cpu", options=options)
+    try:
+        result = run_backend(job, Progress(on_progress))
+    except Exception as exc:  # noqa: BLE001 - a benchmark reports any failure as a row
+        return {**row, "error": f"{type(exc).__name__}: {exc}", "time_s": time.perf_counter() - t0}
+    row["time_s"] = time.perf_counter() - t0
+    row["stages"] = {k: round(v, 1) for k, v in stage_times.items()}
+    by_file = {im.file: im for im in result.images}
+    row["registered"] = len(by_file)
+    w2c_pred = [np.linalg.inv(by_file[p].cam2world) if p in by_file else None for p in paths]
+    row.update(pose_scores(pair_errors([gt_world2cam(f) for f in frames], w2c_pred)))
+    focal_err = [abs(by_file[p].K_photo[0, 0] / f["fx"] - 1) for p, f in zip(paths, frames) if p in by_file]
+    row["focal_err"] = float(np.median(focal_err)) if focal_err else float("nan")
+    if has_depth:
+        images = [
+            {
+                "file": im.file,
+                "depth": im.depth if im.depth is not None else np.full(im.conf.shape, np.nan),
+                "keep": im.mask(result.conf_threshold),
+                "photo_from_map": im.photo_from_map,
+            }
+            for im in result.images
+        ]
+        row.update(depth_scores(images, frames_by_file, scene_dir, scale_free=True))
+    row["warnings"] = result.warnings
+    return row
+
+
+def run_child(scene: str, args: argparse.Namespace) -> dict:
+    """Run one scene in a subprocess; return its row with the peak resident memory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "row.json"
+        cmd = [sys.executable, __file__, "--child", scene, "--child-out", str(out)]
+        cmd += ["--backend", args.backend, "--weights", args.weights or "", "--options", args.options or ""]
+        if args.known_cameras:
+            cmd.append("--known-cameras")
+        # One BLAS/OpenMP thread per process: on a CPU shared with other jobs, more threads spin
+        # against each other (measured 20x slower); pycolmap keeps its own thread pool.
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads))
+        proc = subprocess.Popen(cmd, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        row = json.loads(out.read_text()) if out.exists() else {"scene": scene, "error": f"exit {proc.returncode}"}
+        row["peak_mb"] = usage.ru_maxrss / 1024.0  # kilobytes on Linux
+        return row
+
+
+def fmt(value: object, spec: str) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    return format(value, spec)
+
+
+def print_table(rows: list[dict], args: argparse.Namespace) -> None:
+    mode = "known cameras (dense only)" if args.known_cameras else f"backend {args.backend}"
+    print(f"\n{mode}; options {args.options or '{}'}; {args.threads} torch/BLAS thread(s); the CPU is")
+    print("shared with other jobs, so times are inflated")
+    header = f"{'scene':24s} {'reg':>7s} {'RRA@15':>7s} {'RTA@15':>7s} {'mAA30':>6s} {'f err':>7s} "
+    header += f"{'time s':>7s} {'peak MB':>8s} {'AbsRel':>7s} {'d<1.25':>7s} {'kept':>6s}"
+    print(header)
+    for r in rows:
+        if "skipped" in r:
+            print(f"{r['scene']:24s} skipped: {r['skipped']}")
+            continue
+        line = f"{r['scene']:24s} {str(r.get('registered', 0)) + '/' + str(r.get('n', '?')):>7s} "
+        line += f"{fmt(r.get('RRA@15'), '.3f'):>7s} {fmt(r.get('RTA@15'), '.3f'):>7s} "
+        line += f"{fmt(r.get('mAA(30)'), '.3f'):>6s} {fmt(r.get('focal_err'), '.2%'):>7s} "
+        line += f"{fmt(r.get('time_s'), '.1f'):>7s} {fmt(r.get('peak_mb'), '.0f'):>8s} "
+        line += f"{fmt(r.get('AbsRel'), '.4f'):>7s} {fmt(r.get('d<1.25'), '.3f'):>7s} {fmt(r.get('kept'), '.3f'):>6s}"
+        print(line)
+        if "error" in r:
+            print(f"    error: {r['error']}")
+        if r.get("stages"):
+            print(f"    stage start times (s): {r['stages']}")
+        for w in r.get("warnings", []):
+            print(f"    warning: {w[:300]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", default="classical", choices=("classical", "dust3r"))
+    parser.add_argument("--weights", default="", help="DUSt3R weights file (dust3r backend)")
+    parser.add_argument("--options", default="", help="backend options as JSON")
+    parser.add_argument("--scenes", nargs="*", help="scene names (default: all)")
+    parser.add_argument("--known-cameras", action="store_true", help="dense depth with GT cameras")
+    parser.add_argument("--threads", type=int, default=1, help="OpenMP/BLAS threads per scene")
+    parser.add_argument("--timing", action="store_true", help=f"end-to-end time on {TIMING_SCENE}")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        row = run_scene(args.child, args)
+        Path(args.child_out).write_text(json.dumps(row))
+        return
+    if not SCENES_DIR.is_dir():
+        print(f"{SCENES_DIR} is absent: no scenes to benchmark (they live in ../shared/scenes).")
+        return
+    if args.backend == "dust3r" and not args.weights and not args.known_cameras:
+        parser.error("--backend dust3r needs --weights")
+    scenes = args.scenes or sorted(p.name for p in SCENES_DIR.iterdir() if (p / "gt.json").exists())
+    if args.timing:
+        scenes = [TIMING_SCENE]
+    rows = [run_child(scene, args) for scene in scenes]
+    print_table(rows, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""Dense multi-view stereo: NCC and warping against float64 re-computation, depth on a rendered
+scene with exact depth, and depth with known cameras on the TartanAir scene."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core.classical.mvs import (
+    MvsOptions,
+    RefWindows,
+    box_sum,
+    dense_from_cameras,
+    ncc_cost,
+    warp_to_reference,
+    working_grid,
+)
+from core.errors import InputError
+from core.images import load_photo
+
+
+def _look_at(centre: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """cam2world (OpenCV axes) of a camera at ``centre`` looking at ``target``, y roughly down."""
+    z = target - centre
+    z /= np.linalg.norm(z)
+    x = np.cross(np.array([0.0, 1.0, 0.0]), z)
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    c2w = np.eye(4)
+    c2w[:3, :3] = np.stack([x, y, z], axis=1)
+    c2w[:3, 3] = centre
+    return c2w
+
+
+def _texture(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+    """Smooth random texture in 0..1 at world coordinates, bilinear over a 0.05-unit noise grid."""
+    noise = np.random.default_rng(seed).random((200, 200))
+    gx, gy = (x + 5.0) / 0.05, (y + 5.0) / 0.05
+    x0, y0 = np.clip(np.floor(gx).astype(int), 0, 198), np.clip(np.floor(gy).astype(int), 0, 198)
+    fx, fy = np.clip(gx - x0, 0, 1), np.clip(gy - y0, 0, 1)
+    top = noise[y0, x0] * (1 - fx) + noise[y0, x0 + 1] * fx
+    bottom = noise[y0 + 1, x0] * (1 - fx) + noise[y0 + 1, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def render_scene(n_views: int = 5, size: tuple[int, int] = (96, 72), supersample: int = 3):
+    """A wall at z=5 with a square slab at z=3.5 in front, ray-cast into ``n_views`` cameras.
+
+    Returns images ``(N, H, W, 3)`` uint8, K ``(N, 3, 3)``, cam2world ``(N, 4, 4)`` and exact
+    z-depth ``(N, H, W)`` (of the pixel centre ray).
+    """
+    w, h = size
+    K = np.array([[80.0, 0, (w - 1) / 2], [0, 80.0, (h - 1) / 2], [0, 0, 1]])
+    images, depths, c2ws = [], [], []
+    for k in range(n_views):
+        centre = np.array([-0.6 + 1.2 * k / max(n_views - 1, 1), 0.1 * (k % 2), 0.0])
+        c2w = _look_at(centre, np.array([0.0, 0.0, 5.0]))
+        offsets = (np.arange(supersample) + 0.5) / supersample - 0.5
+        colour = np.zeros((h, w))
+        for dy in offsets:
+            for dx in offsets:
+                colour += _cast(K, c2w, w, h, dx, dy)[0]
+        depth = _cast(K, c2w, w, h, 0.0, 0.0)[1]
+        gray = colour / supersample**2
+        images.append(np.repeat((gray[..., None] * 255).round().astype(np.uint8), 3, axis=-1))
+        depths.append(depth)
+        c2ws.append(c2w)
+    return np.stack(images), np.stack([K] * n_views), np.stack(c2ws), np.stack(depths)
+
+
+def _cast(K, c2w, w, h, dx, dy):
+    u, v = np.meshgrid(np.arange(w) + dx, np.arange(h) + dy)
+    rays_cam = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(K).T
+    rays = rays_cam @ c2w[:3, :3].T
+    origin = c2w[:3, 3]
+    t_wall = (5.0 - origin[2]) / rays[..., 2]
+    t_slab = (3.5 - origin[2]) / rays[..., 2]
+    hit_slab = origin + t_slab[..., None] * rays
+    on_slab = (np.abs(hit_slab[..., 0]) < 0.5) & (np.abs(hit_slab[..., 1]) < 0.4)
+    t = np.where(on_slab, t_slab, t_wall)
+    hit = origin + t[..., None] * rays
+    colour = np.where(on_slab, _texture(hit[..., 0], hit[..., 1], 1), _texture(hit[..., 0], hit[..., 1], 2))
+    return 0.1 + 0.8 * colour, t * rays_cam[..., 2]
+
+
+def test_box_sum_matches_float64_window_sums():
+    x = torch.rand(2, 11, 13) - 0.5
+    out = box_sum(x, 5).double()
+    xp = np.pad(x.double().numpy(), ((0, 0), (2, 2), (2, 2)))
+    expected = np.zeros_like(x.numpy(), dtype=np.float64)
+    for i in range(11):
+        for j in range(13):
+            expected[:, i, j] = xp[:, i : i + 5, j : j + 5].sum(axis=(1, 2))
+    np.testing.assert_allclose(out.numpy(), expected, atol=2e-5)
+
+
+def test_ncc_cost_matches_float64_recomputation():
+    rng = np.random.default_rng(0)
+    ref = rng.random((20, 24)).astype(np.float32)
+    warped = np.stack([ref * 0.5 + 0.2, rng.random((20, 24)), 1 - ref]).astype(np.float32)
+    valid = np.ones(warped.shape, bool)
+    valid[1, 3, 4] = False
+    cost = ncc_cost(RefWindows.of(torch.from_numpy(ref), 5), torch.from_numpy(warped), torch.from_numpy(valid), 5)
+    r64, w64 = ref.astype(np.float64), warped.astype(np.float64)
+    for d, i, j in [(0, 10, 12), (1, 5, 7), (2, 0, 0), (1, 19, 23), (1, 3, 4)]:
+        a = r64[max(i - 2, 0) : i + 3, max(j - 2, 0) : j + 3].ravel()
+        b = w64[d, max(i - 2, 0) : i + 3, max(j - 2, 0) : j + 3].ravel()
+        ncc = ((a - a.mean()) * (b - b.mean())).mean() / (a.std() * b.std())
+        expected = 2.0 if not valid[d, i, j] else 1.0 - ncc
+        assert cost[d, i, j].item() == pytest.approx(expected, abs=1e-4)
+    # An affine copy correlates perfectly, an inverted copy perfectly negatively.
+    assert cost[0].max().item() < 1e-4
+    assert cost[2].min().item() > 2 - 1e-4
+
+
+def test_ncc_cost_marks_textureless_windows_invalid():
+    ref = torch.full((10, 10), 0.5)
+    warped = torch.rand(1, 10, 10)
+    cost = ncc_cost(RefWindows.of(ref, 5), warped, torch.ones(1, 10, 10, dtype=torch.bool), 5)
+    assert torch.all(cost == 2.0)
+
+
+def test_warp_matches_float64_projection_and_bilinear_sampling():
+    rng = np.random.default_rng(1)
+    src = rng.random((30, 40))
+    K_ref = np.array([[50.0, 0, 19.5], [0, 50.0, 14.5], [0, 0, 1]])
+    K_src = np.array([[55.0, 0, 20.0], [0, 52.0, 15.0], [0, 0, 1]])
+    angle = np.radians(4.0)
+    src_from_ref = np.eye(4)
+    src_from_ref[:3, :3] = [[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]]
+    src_from_ref[:3, 3] = [0.3, -0.05, 0.1]
+    h, w = 12, 16
+    u, v = np.meshgrid(np.arange(w) * 2.0 + 4, np.arange(h) * 2.0 + 3)
+    rays = np.stack([u, v, np.ones_like(u)]).reshape(3, -1)
+    rays = (np.linalg.inv(K_ref) @ rays).reshape(3, h, w)
+    inv_depth = np.array([0.2, 0.35])
+    warped, valid = warp_to_reference(
+        torch.tensor(src, dtype=torch.float32),
+        torch.tensor(rays, dtype=torch.float32),
+        torch.tensor(K_src, dtype=torch.float32),
+        torch.tensor(src_from_ref, dtype=torch.float32),
+        torch.tensor(inv_depth, dtype=torch.float32).view(-1, 1, 1),
+    )
+    for d, q in enumerate(inv_depth):
+        pts = rays.reshape(3, -1) / q
+        proj = K_src @ (src_from_ref[:3, :3] @ pts + src_from_ref[:3, 3:4])
+        us, vs = proj[0] / proj[2], proj[1] / proj[2]
+        inside = (us >= 0) & (us <= 39) & (vs >= 0) & (vs <= 29)
+        x0, y0 = np.floor(us[inside]).astype(int), np.floor(vs[inside]).astype(int)
+        x1, y1 = np.minimum(x0 + 1, 39), np.minimum(y0 + 1, 29)
+        fx, fy = us[inside] - x0, vs[inside] - y0
+        expected = (
+            src[y0, x0] * (1 - fx) * (1 - fy) + src[y0, x1] * fx * (1 - fy)
+            + src[y1, x0] * (1 - fx) * fy + src[y1, x1] * fx * fy
+        )
+        assert inside.sum() > 50
+        np.testing.assert_array_equal(valid[d].numpy().ravel(), inside)
+        np.testing.assert_allclose(warped[d].numpy().ravel()[inside], expected, atol=1e-4)
+
+
+def test_working_grid_maps_pixel_centres():
+    size, photo_from_map = working_grid((640, 480), 320)
+    assert size == (320, 240)
+    # Map pixel 0 covers photo pixels 0 and 1, so its centre is at photo 0.5.
+    np.testing.assert_allclose(photo_from_map @ [0, 0, 1], [0.5, 0.5, 1])
+    np.testing.assert_allclose(photo_from_map @ [319, 239, 1], [638.5, 478.5, 1])
+
+
+def test_dense_depth_on_rendered_scene_matches_exact_depth():
+    images, K, c2w, depth_gt = render_scene()
+    options = MvsOptions(resolution=96, num_hypotheses=48, num_neighbors=4, window=5)
+    views = dense_from_cameras(list(images), K, c2w, options)
+    for view, gt, cam2world in zip(views, depth_gt, c2w):
+        np.testing.assert_allclose(view.K, K[0], atol=1e-9)  # no resize at this resolution
+        kept = np.isfinite(view.depth) & (view.conf > 0)
+        assert kept.mean() > 0.6
+        rel = np.abs(view.depth[kept] - gt[kept]) / gt[kept]
+        assert rel.mean() < 0.02
+        # World points are the depths unprojected with the camera.
+        v, u = np.nonzero(kept)
+        pts_cam = np.linalg.inv(view.K) @ np.stack([u, v, np.ones_like(u)]) * view.depth[kept]
+        expected = cam2world[:3, :3] @ pts_cam + cam2world[:3, 3:4]
+        np.testing.assert_allclose(view.pts3d_world[kept], expected.T, rtol=1e-5, atol=1e-5)
+        assert np.all(view.conf[~kept] == 0) and np.all(np.isnan(view.pts3d_world[~kept]))
+        assert view.conf.max() <= 1.0
+
+
+def test_dense_rejects_mismatched_inputs():
+    images, K, c2w, _ = render_scene(n_views=2, size=(32, 24), supersample=1)
+    with pytest.raises(InputError, match="cam2world"):
+        dense_from_cameras(list(images), K, c2w[:1])
+
+
+def test_dense_with_known_cameras_on_tartanair(shared_dir):
+    scene = shared_dir / "scenes" / "tartanair_indoor_seq"
+    frames = json.loads((scene / "gt.json").read_text())["frames"][4:8]
+    K = np.stack([[[f["fx"], 0, f["cx"]], [0, f["fy"], f["cy"]], [0, 0, 1]] for f in frames])
+    c2w = []
+    for f in frames:
+        w2c = np.eye(4)
+        w2c[:3, :3], w2c[:3, 3] = f["R_w2c"], f["t_w2c"]
+        c2w.append(np.linalg.inv(w2c))
+    options = MvsOptions(resolution=160, num_hypotheses=64, num_neighbors=3, best_k=2)
+    views = dense_from_cameras([load_photo(scene / f["file"]) for f in frames], K, np.stack(c2w), options)
+    rel_all, kept_share = [], []
+    for f, view in zip(frames, views):
+        gt = _read_depth(scene / f["depth"])
+        P = view.photo_from_map
+        h, w = view.depth.shape
+        u, v = np.meshgrid(np.arange(w), np.arange(h))
+        g = gt[np.round(P[1, 1] * v + P[1, 2]).astype(int), np.round(P[0, 0] * u + P[0, 2]).astype(int)]
+        kept = np.isfinite(view.depth) & (g > 0)
+        kept_share.append(kept.sum() / (g > 0).sum())
+        rel_all.append(np.abs(view.depth[kept] - g[kept]) / g[kept])
+    assert np.mean(kept_share) > 0.3
+    assert np.concatenate(rel_all).mean() < 0.05
+
+
+def _read_depth(path) -> np.ndarray:
+    """TartanAir depth PNG (uint16 millimetres) in metres."""
+    from PIL import Image
+
+    return np.asarray(Image.open(path), np.float64) / 1000.0
