@@ -24,6 +24,7 @@ import bpy  # noqa: E402
 
 from photo_recon.core.result import ImageResult, SceneResult  # noqa: E402
 from photo_recon.operators.builders import ImportOptions, import_result  # noqa: E402
+from photo_recon.operators.builders.mesh import image_mesh_arrays  # noqa: E402
 
 MAP_W, MAP_H = 512, 384
 
@@ -101,6 +102,12 @@ def main() -> None:
           lambda: evaluated(import_result(many, two_million, "bench")))
     timed("mesh 512x384 (1 image), no cameras", args.repeat,
           lambda: import_result(one, ImportOptions(output="MESH", cameras=False), "bench"))
+    numpy_times = []
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        image_mesh_arrays(one.images[0], np.ones((MAP_H, MAP_W), bool), 0.05)
+        numpy_times.append(time.perf_counter() - t0)
+    print(f"{'  of which triangulation in numpy':48s} best {min(numpy_times):.3f} s")
     timed("mesh 11 x 512x384 merged, no cameras", args.repeat,
           lambda: import_result(many, ImportOptions(output="MESH", cameras=False), "bench"))
 
