@@ -3,6 +3,9 @@ Blender's own projection (``world_to_camera_view`` with the real bpy module)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -147,3 +150,35 @@ def test_real_blender_world_to_camera_view_matches_pinhole(cam):
         uv = np.array([ndc.x * W - 0.5, (1.0 - ndc.y) * H - 0.5])
         # Blender works in float32: allow 1e-3 px.
         np.testing.assert_allclose(uv, uv_target, atol=1e-3)
+
+
+SAMPLE_SCENE = Path(__file__).resolve().parents[1] / "data" / "sample_scene"
+
+
+def test_sample_scene_gt_matches_the_generator_layout():
+    """The bundled gt.json (cameras read back from Blender through these conventions) equals the
+    layout the generator asked for, recomputed here with look-at maths in float64."""
+    pytest.importorskip("bpy")
+    from data import make_sample_scene as gen
+    from PIL import Image
+
+    gt = json.loads((SAMPLE_SCENE / "gt.json").read_text())
+    centres = gen.camera_centres()
+    assert gt["num_images"] == len(gt["frames"]) == len(centres)
+    f_expected = gen.LENS_MM / gen.SENSOR_MM * gen.WIDTH
+    for frame, centre in zip(gt["frames"], centres):
+        with Image.open(SAMPLE_SCENE / frame["file"]) as img:
+            assert img.size == (frame["width"], frame["height"]) == (gen.WIDTH, gen.HEIGHT)
+        assert frame["fx"] == pytest.approx(f_expected) and frame["fy"] == pytest.approx(f_expected)
+        assert (frame["cx"], frame["cy"]) == ((gen.WIDTH - 1) / 2, (gen.HEIGHT - 1) / 2)
+        R, t = np.array(frame["R_w2c"]), np.array(frame["t_w2c"])
+        np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-6)
+        assert np.linalg.det(R) == pytest.approx(1.0, abs=1e-6)
+        np.testing.assert_allclose(-R.T @ t, centre, atol=1e-5)
+        forward = np.subtract(gen.LOOK_AT, centre)
+        forward /= np.linalg.norm(forward)
+        right = np.cross(forward, [0.0, 0.0, 1.0])
+        right /= np.linalg.norm(right)
+        np.testing.assert_allclose(R[2], forward, atol=1e-6)  # OpenCV z: the optical axis
+        np.testing.assert_allclose(R[0], right, atol=1e-6)  # OpenCV x: right, level
+        np.testing.assert_allclose(R[1], np.cross(forward, right), atol=1e-6)  # OpenCV y: down
