@@ -178,3 +178,72 @@ def make_scene(
             fields[f"conf_{side}"].append(conf.astype(dtype))
     preds = PairPredictions(views=views, edges=edges, model="synthetic", **fields)
     return SyntheticScene(preds, K, cam2world, pts3d_world, depth, scales)
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares similarity ``dst ~ s R src + t`` (float64, Umeyama 1991)."""
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    a, b = src - mu_s, dst - mu_d
+    U, S, Vt = np.linalg.svd(b.T @ a / len(src))
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
+    R = U @ D @ Vt
+    s = (S * np.diag(D)).sum() / (a * a).sum(1).mean()
+    return s, R, mu_d - s * R @ mu_s
+
+
+def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+    cos = np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+
+
+def _rotation_deg(R: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0))))
+
+
+def errors(scene: SyntheticScene, K, cam2world, pts3d_world, ids=None) -> dict[str, float]:
+    """Errors of estimated cameras and points against the truth.
+
+    Args:
+        K, cam2world: per estimated image ``(3, 3)`` and ``(4, 4)``.
+        pts3d_world: per estimated image ``(H, W, 3)`` (NaN allowed).
+        ids: the true image index of each estimated image (default: the same order).
+
+    Returns:
+        ``focal`` median relative focal error; ``rotation`` / ``translation`` median relative
+        rotation and translation-direction errors over all camera pairs (degrees), ``*_max``
+        their maxima; ``points`` median world-point error after a float64 similarity alignment,
+        relative to the scene's median depth.
+    """
+    ids = list(range(len(K))) if ids is None else list(ids)
+    focal = [abs(K[a][0, 0] - scene.K[k, 0, 0]) / scene.K[k, 0, 0] for a, k in enumerate(ids)]
+    rot, trans = [], []
+    for a in range(len(ids)):
+        for b in range(len(ids)):
+            if a == b:
+                continue
+            Ta, Tb = scene.cam2world[ids[a]], scene.cam2world[ids[b]]
+            Ea, Eb = np.asarray(cam2world[a]), np.asarray(cam2world[b])
+            rel_true = Ta[:3, :3].T @ Tb[:3, :3]
+            rel_est = Ea[:3, :3].T @ Eb[:3, :3]
+            rot.append(_rotation_deg(rel_true.T @ rel_est))
+            trans.append(_angle_deg(Ta[:3, :3].T @ (Tb[:3, 3] - Ta[:3, 3]),
+                                    Ea[:3, :3].T @ (Eb[:3, 3] - Ea[:3, 3])))
+    est = np.concatenate([np.asarray(p, np.float64).reshape(-1, 3) for p in pts3d_world])
+    true = np.concatenate([scene.pts3d_world[k].reshape(-1, 3) for k in ids])
+    ok = np.isfinite(est).all(1)
+    s, R, t = umeyama(est[ok], true[ok])
+    point_err = np.linalg.norm(s * est[ok] @ R.T + t - true[ok], axis=1)
+    out = {"focal": float(np.median(focal)), "focal_max": float(np.max(focal)),
+           "points": float(np.median(point_err) / np.median(scene.depth[ids]))}
+    if rot:
+        out.update(rotation=float(np.median(rot)), rotation_max=float(np.max(rot)),
+                   translation=float(np.median(trans)), translation_max=float(np.max(trans)))
+    return out
+
+
+def result_errors(scene: SyntheticScene, result, ids=None) -> dict[str, float]:
+    """:func:`errors` of a :class:`core.result.SceneResult`."""
+    return errors(scene, [im.K for im in result.images], [im.cam2world for im in result.images],
+                  [im.pts3d_world for im in result.images], ids)

@@ -1,0 +1,214 @@
+"""Global alignment of pairwise pointmaps: predictions in, reconstructed scene out."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from ..errors import InputError, ReconstructionFailed
+from ..predictions import PairPredictions
+from ..progress import Progress
+from ..result import ImageResult, SceneResult
+from .clean import clean_confidence
+from .depth import solve_depth
+from .graph import connected_parts
+from .init import fix_gauge, initialise
+from .loss import AlignmentLoss
+from .model import Freedom, SceneModel, SceneState
+from .observations import Observations, build_observations, side_arrays
+from .optimize import optimise
+from .options import AlignOptions
+
+log = logging.getLogger(__name__)
+
+EPS_RELATIVE = 1e-3
+"""Smoothing of the unsquared distance, relative to the scene's median depth."""
+
+
+def _usable_edges(preds: PairPredictions) -> tuple[list[int], list[str]]:
+    """Edges with at least one finite point on each side, and warnings for the others."""
+    keep, warnings = [], []
+    for e, (i, j) in enumerate(preds.edges):
+        ok = all(
+            (np.isfinite(p).all(-1) & np.isfinite(c)).any()
+            for p, c in ((preds.pts3d_i[e], preds.conf_i[e]), (preds.pts3d_j[e], preds.conf_j[e]))
+        )
+        if ok:
+            keep.append(e)
+        else:
+            warnings.append(f"Pair ({i}, {j}) has no finite prediction and was ignored.")
+    return keep, warnings
+
+
+def _known_intrinsics(preds: PairPredictions, image_ids: list[int], options: AlignOptions):
+    """``(N, 2)`` known ``(fx, fy)`` and ``(N, 2)`` principal points on the map grid (NaN unknown).
+
+    Given values are in pixels of the original photo; ``photo_from_map`` converts them.
+    """
+    focal = np.full((len(image_ids), 2), np.nan)
+    pp = np.full((len(image_ids), 2), np.nan)
+    for n, k in enumerate(image_ids):
+        map_from_photo = np.linalg.inv(preds.views[k].photo_from_map)
+        K_photo = options.known_intrinsics[n] if options.known_intrinsics else None
+        f_photo = options.known_focals[n] if options.known_focals else None
+        if K_photo is not None:
+            K_map = map_from_photo @ np.asarray(K_photo, float)
+            focal[n] = K_map[0, 0], K_map[1, 1]
+            pp[n] = K_map[0, 2], K_map[1, 2]
+        elif f_photo is not None:
+            focal[n] = f_photo * map_from_photo[0, 0], f_photo * map_from_photo[1, 1]
+    return focal, pp
+
+
+def _freedom(n: int, root: int, known_focal, known_pp, known_poses, options) -> Freedom:
+    pose_free = np.ones(n, bool)
+    if known_poses:
+        pose_free[list(known_poses)] = False
+    else:
+        pose_free[root] = False  # the gauge: the root camera is the world frame
+    focal_known = np.isfinite(known_focal).all(1)
+    if options.shared_focal:
+        group = np.where(focal_known, np.arange(1, n + 1), 0)
+    else:
+        group = np.arange(n)
+    group_free = np.array([not focal_known[group == g].all() if (group == g).any() else False
+                           for g in range(group.max() + 1)])
+    pp_free = np.full(n, options.optimize_pp) & ~np.isfinite(known_pp).all(1)
+    return Freedom(pose_free, group, group_free, pp_free, pin_scale=len(known_poses) < 2)
+
+
+def _tensors(obs: Observations) -> dict[str, torch.Tensor]:
+    names = ("uv", "pixel_image", "pts", "weight", "obs_pixel", "obs_edge")
+    return {k: torch.from_numpy(np.ascontiguousarray(getattr(obs, k))) for k in names}
+
+
+def _median_depth(state: SceneState, obs: Observations) -> float:
+    """Median distance of the initial targets from their cameras (the scene's size)."""
+    pick = slice(None, None, max(1, len(obs.pts) // 20000))
+    e, pix = obs.obs_edge[pick], obs.obs_pixel[pick]
+    targets = state.edge_s[e, None] * np.einsum("kij,kj->ki", state.edge_R[e], obs.pts[pick])
+    targets += state.edge_t[e]
+    dist = np.linalg.norm(targets - state.cam_c[obs.pixel_image[pix]], axis=1)
+    return float(np.median(dist[obs.weight[pick] > 0]))
+
+
+def _full_resolution(preds, image_ids, edge_ids, obs, state, eps, n) -> tuple:
+    """Depth ``(H, W)``, world points ``(H, W, 3)`` and max confidence of image ``n``."""
+    h, w = preds.views[image_ids[n]].shape
+    rows, cols = np.arange(h), np.arange(w)
+    vv, uu = np.meshgrid(rows, cols, indexing="ij")
+    pixel = np.stack([(uu.ravel() - state.pp[n, 0]) / state.focal[n, 0],
+                      (vv.ravel() - state.pp[n, 1]) / state.focal[n, 1], np.ones(uu.size)], 1)
+    rays = torch.from_numpy(pixel @ state.cam_R[n].T)
+    origin = torch.from_numpy(np.broadcast_to(state.cam_c[n], rays.shape).copy())
+    targets, weights, conf = [], [], np.zeros(h * w)
+    for side in (s for s in obs.sides if s.image == n):
+        pts, wt, c = side_arrays(preds, edge_ids[side.edge], side.first, rows, cols)
+        e = side.edge
+        targets.append(state.edge_s[e] * pts @ state.edge_R[e].T + state.edge_t[e])
+        weights.append(wt)
+        conf = np.maximum(conf, c)
+    depth = solve_depth(origin, rays, torch.from_numpy(np.concatenate(targets)),
+                        torch.from_numpy(np.concatenate(weights)),
+                        torch.arange(h * w).repeat(len(targets)), eps).numpy()
+    pts = state.cam_c[n] + depth[:, None] * rays.numpy()
+    return depth.reshape(h, w), pts.reshape(h, w, 3), conf.reshape(h, w)
+
+
+def align(
+    preds: PairPredictions, options: AlignOptions | None = None, progress: Progress | None = None
+) -> SceneResult:
+    """Put every pair's pointmaps in one world frame and recover the cameras.
+
+    Args:
+        preds: pairwise predictions (network output or a cache file).
+        options: see :class:`AlignOptions`; per-image lists follow ``preds.views``.
+        progress: receives stage ``"align"`` with ``iteration k/n, loss``; cancel raises
+            :class:`~core.errors.Cancelled`.
+
+    Returns:
+        a :class:`SceneResult` (backend ``"dust3r"``, raw DUSt3R confidences). Images outside the
+        largest connected part of the pair graph are listed in ``unregistered``.
+
+    Raises:
+        InputError: no usable pair.
+    """
+    options = options or AlignOptions()
+    edge_ids, warnings = _usable_edges(preds)
+    if not edge_ids:
+        raise InputError("The pair predictions contain no usable pair; re-run the network.")
+    edges_all = preds.edges[edge_ids]
+    parts = connected_parts(len(preds.views), edges_all)
+    image_ids = parts[0]
+    unregistered = []
+    if len(parts) > 1:
+        left_out = [k for part in parts[1:] for k in part]
+        names = ", ".join(preds.views[k].file for k in left_out)
+        warnings.append(f"The pair graph is disconnected: {names} could not be connected to the "
+                        f"other {len(image_ids)} images; add pairs (a larger window or the complete "
+                        f"graph) to include them.")
+        unregistered = [{"file": preds.views[k].file,
+                         "reason": "not connected to the largest group of images by any pair"}
+                        for k in left_out]
+        log.warning(warnings[-1])
+    in_part = set(image_ids)
+    edge_ids = [e for e in edge_ids if int(preds.edges[e, 0]) in in_part]
+    index = {k: n for n, k in enumerate(image_ids)}
+    edges = np.array([[index[int(i)], index[int(j)]] for i, j in preds.edges[edge_ids]])
+    n = len(image_ids)
+    sub = options.for_images(image_ids)
+    if progress is not None:
+        progress("align", 0.0, "initialising cameras")
+
+    obs = build_observations(preds, image_ids, edge_ids, options.opt_pixels)
+    known_focal, known_pp = _known_intrinsics(preds, image_ids, sub)
+    default_pp = np.array([[w / 2, h / 2] for h, w in (preds.views[k].shape for k in image_ids)])
+    state, root = initialise(obs, edges, known_focal, known_pp, default_pp, options.shared_focal)
+    known_poses = {k: np.asarray(m, float) for k, m in enumerate(sub.known_poses or ())
+                   if m is not None}
+    fix_gauge(state, known_poses, options.base_scale)
+    length = _median_depth(state, obs)
+    eps = EPS_RELATIVE * length
+
+    if options.iterations > 0 and n > 2:
+        freedom = _freedom(n, root, known_focal, known_pp, known_poses, options)
+        model = SceneModel(state, freedom, options.base_scale, length)
+        loss_fn = AlignmentLoss(_tensors(obs), eps)
+        optimise(model, loss_fn, options.iterations, options.optimizer, options.step_size,
+                 options.schedule, progress.sub(0.0, 0.8) if progress is not None else None)
+        state = model.state()
+
+    depth, pts, conf = [], [], []
+    for k in range(n):
+        d, p, c = _full_resolution(preds, image_ids, edge_ids, obs, state, eps, k)
+        depth.append(d)
+        pts.append(p)
+        conf.append(c)
+        if progress is not None:
+            progress("align", 0.8 + 0.15 * (k + 1) / n, f"depth maps {k + 1}/{n}")
+    K = [state.intrinsics(k) for k in range(n)]
+    cam2world = [state.cam2world(k) for k in range(n)]
+    if options.clean_depth and n > 1:
+        conf = clean_confidence(pts, depth, K, cam2world, conf)
+    images = []
+    for k, view_id in enumerate(image_ids):
+        view = preds.views[view_id]
+        finite = np.isfinite(depth[k])
+        if not finite.any():
+            raise ReconstructionFailed(f"No depth could be recovered for {view.file}.")
+        images.append(ImageResult(
+            file=view.file, photo_size=tuple(view.photo_size), K=K[k], cam2world=cam2world[k],
+            photo_from_map=np.asarray(view.photo_from_map, float),
+            pts3d_world=np.where(finite[..., None], pts[k], np.nan).astype(np.float32),
+            conf=np.where(finite, conf[k], 0.0).astype(np.float32),
+            colors=np.asarray(view.colors, np.uint8),
+            depth=np.where(finite, depth[k], np.nan).astype(np.float32),
+        ))
+    if progress is not None:
+        progress("align", 1.0, "aligned")
+    units = "given poses" if len(known_poses) >= 2 else "arbitrary"
+    return SceneResult(images=images, backend="dust3r", conf_kind="dust3r",
+                       conf_threshold=options.conf_threshold, units=units,
+                       unregistered=unregistered, warnings=warnings)
