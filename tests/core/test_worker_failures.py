@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from core.config import JobConfig
-from core.errors import Cancelled, OutOfMemoryError, WorkerError
+from core.errors import Cancelled, InputError, OutOfMemoryError, WorkerError
 from core.job import Job
+from core.worker import error_record
 
 
 def _synthetic(**options) -> JobConfig:
@@ -112,3 +113,23 @@ def test_memory_error_becomes_out_of_memory_error(tmp_path):
     job = Job(_synthetic(memory_limit_gb=2.0, allocate_gb=3.0), tmp_path / "job")
     with pytest.raises(OutOfMemoryError, match="Out of memory .*smaller resolution"):
         job.wait()
+
+
+def test_torch_out_of_memory_errors_map_to_out_of_memory_error(tmp_path):
+    torch = pytest.importorskip("torch")
+    for exc in (
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"),
+    ):
+        record = error_record(exc, tmp_path)
+        assert record["type"] == "OutOfMemoryError"
+        assert str(exc) in record["message"] and "smaller resolution" in record["message"]
+    assert error_record(RuntimeError("shape mismatch"), tmp_path)["type"] == "WorkerError"
+    assert error_record(InputError("bad"), tmp_path) == {**error_record(InputError("bad"), tmp_path), "type": "InputError", "message": "bad"}
+
+
+def test_worker_respects_thread_settings_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    job = Job(_synthetic(n_images=1), tmp_path / "job")
+    job.wait()
+    assert ", 1 thread(s)" in (tmp_path / "job" / "worker.log").read_text()
