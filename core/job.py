@@ -44,6 +44,7 @@ STDERR_FILE = "worker.stderr"
 _TAIL_CHARS = 2000
 _ETA_MIN_FRACTION = 0.02
 _ETA_MIN_SECONDS = 1.0
+_GROUP_EXIT_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,36 @@ def _kill_group(proc: subprocess.Popen, sig: int) -> None:
             proc.terminate()  # TerminateProcess: there is no gentler signal to send
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (non-zombie) process of group ``pgid`` exists.
+
+    Killed orphans stay zombies until init reaps them, which can take seconds in containers, and
+    ``killpg(pgid, 0)`` counts zombies; so on Linux read the states from ``/proc`` instead.
+    """
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").is_file():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue  # the process ended while we looked
+        if int(group) == pgid and state not in ("Z", "X"):
+            return True
+    return False
+
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> None:
+    """Wait until no live process of group ``pgid`` is left (a killed process takes a moment)."""
+    deadline = time.monotonic() + timeout_s
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 class Job:
@@ -206,10 +237,6 @@ class Job:
         fraction = 1.0 if state == "done" else self._status.fraction
         return JobStatus(state, self._status.stage, fraction, self._status.message, 0.0)
 
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
     # -- cancel ----------------------------------------------------------------------------
     def cancel(self, grace_s: float = 2.0) -> None:
         """Ask the worker to stop; after ``grace_s`` terminate, then kill its process group.
@@ -230,9 +257,10 @@ class Job:
                     break
                 except subprocess.TimeoutExpired:
                     continue
-        if os.name == "posix":
-            # Grandchildren the worker started may outlive it; the group id still reaches them.
-            _kill_group(self.process, signal.SIGKILL)
+            if os.name == "posix":
+                # Grandchildren the worker started may outlive it; the group id still reaches them.
+                _kill_group(self.process, signal.SIGKILL)
+                _wait_group_gone(self.process.pid, _GROUP_EXIT_TIMEOUT_S)
         self._close_stderr()
 
     def _close_stderr(self) -> None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +51,7 @@ class SyntheticOptions:
         allocate_gb: allocate and fill this many GiB before rendering (out-of-memory tests).
         memory_limit_gb: if > 0, cap this process's address space (``RLIMIT_AS``, POSIX) first.
             It limits the whole process: use it only in a worker.
+        child_process: start a sleeping child process first (a cancel must take it down too).
     """
 
     n_images: int = 4
@@ -58,6 +61,7 @@ class SyntheticOptions:
     crash: str = ""
     allocate_gb: float = 0.0
     memory_limit_gb: float = 0.0
+    child_process: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SyntheticOptions:
@@ -181,6 +185,9 @@ def _photo_sizes(job: JobConfig, opts: SyntheticOptions) -> list[tuple[str, tupl
 
 
 def _test_hooks_before(opts: SyntheticOptions) -> None:
+    if opts.child_process:
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        log.info("started child process %d", child.pid)
     if opts.memory_limit_gb > 0:
         import resource
 

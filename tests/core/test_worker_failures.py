@@ -51,9 +51,10 @@ def _wait_for_stage(job: Job, stage: str, timeout: float = 30.0):
 
 
 def test_cancel_mid_job_stops_the_worker_quickly(tmp_path):
-    job = Job(_synthetic(n_images=30, sleep_per_step=0.5), tmp_path / "job")
+    job = Job(_synthetic(n_images=30, sleep_per_step=0.5, child_process=True), tmp_path / "job")
     job.start()
     assert _wait_for_stage(job, "rendering").state == "running"
+    assert len(_group_members(job.process.pid)) == 2  # the worker and its child
     t0 = time.monotonic()
     job.cancel(grace_s=2.0)
     assert time.monotonic() - t0 < 2.0
@@ -67,9 +68,10 @@ def test_cancel_mid_job_stops_the_worker_quickly(tmp_path):
 
 def test_cancel_kills_a_worker_that_does_not_notice(tmp_path):
     # A 60 s step never reaches the next cancel check: the grace period ends with SIGTERM.
-    job = Job(_synthetic(n_images=3, sleep_per_step=60.0), tmp_path / "job")
+    job = Job(_synthetic(n_images=3, sleep_per_step=60.0, child_process=True), tmp_path / "job")
     job.start()
     _wait_for_stage(job, "rendering")
+    assert len(_group_members(job.process.pid)) == 2  # the worker and its child
     t0 = time.monotonic()
     job.cancel(grace_s=0.5)
     assert time.monotonic() - t0 < 2.5
