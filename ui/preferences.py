@@ -56,55 +56,9 @@ class ReconPreferences(bpy.types.AddonPreferences):
         layout.label(text=f"Weights folder in use: {weights_folder(self)}")
         layout.prop(self, "cache_dir")
         layout.label(text=f"Cache folder in use: {cache_folder(self)}")
-        _draw_dependencies(layout.box())
-        _draw_models(layout.box(), self)
+        from . import prefs_sections  # imports operators that import this module: not on top
 
-
-def _draw_dependencies(layout: bpy.types.UILayout) -> None:
-    """What the worker's Python has, and Install PyTorch (operators/dependencies.py)."""
-    from ..operators.dependencies import STATE  # imports this module: import here, not on top
-
-    layout.label(text="Dependencies")
-    row = layout.row()
-    row.operator("recon.check_dependencies", text="Check")
-    if STATE.install is not None:
-        row.operator("recon.cancel_torch_install")
-    else:
-        row.operator("recon.install_torch")
-    row.operator("recon.open_install_log")
-    if STATE.install is not None and STATE.status is not None:
-        layout.progress(text=f"{STATE.description}: {STATE.status.message}",
-                        factor=STATE.status.fraction, type="BAR")
-    for line in STATE.report.summary() if STATE.report is not None else ():
-        layout.label(text=line)
-    if STATE.error:
-        layout.label(text=STATE.error, icon="ERROR")
-    if STATE.outcome:
-        layout.label(text=STATE.outcome, icon="ERROR" if STATE.failed else "INFO")
-
-
-def _draw_models(layout: bpy.types.UILayout, prefs) -> None:
-    """The released DUSt3R checkpoints in the weights folder; Download / Locate / Cancel
-    (operators/weights.py)."""
-    from ..core.checkpoints import folder_status
-    from ..operators.weights import STATE  # imports this module: import here, not on top
-
-    statuses = folder_status(weights_folder(prefs))
-    layout.label(text=f"DUSt3R Models (licence: {statuses[0].info.licence})")
-    for status in statuses:
-        row = layout.row()
-        if status.path is not None:
-            row.label(text=f"{status.info.name}: {status.size_bytes / 1e9:.2f} GB", icon="CHECKMARK")
-            continue
-        resume = f", {status.partial_bytes / 1e9:.1f} GB downloaded" if status.partial_bytes else ""
-        row.label(text=f"{status.info.name}: not found{resume}")
-        row.operator("recon.download_weights", text="Download").name = status.info.name
-        row.operator("recon.locate_weights", text="Locate...").name = status.info.name
-    if STATE.name:
-        layout.progress(text=f"{STATE.name}: {STATE.message}", factor=STATE.fraction, type="BAR")
-        layout.operator("recon.cancel_weights_download")
-    if STATE.outcome:
-        layout.label(text=STATE.outcome, icon="ERROR" if STATE.failed else "INFO")
+        prefs_sections.draw(layout, self)
 
 
 _DEFAULTS = SimpleNamespace(python="", device="auto", weights_dir="", cache_dir="")
