@@ -14,12 +14,11 @@ from __future__ import annotations
 
 def _modules():
     """The modules that define classes, in registration order."""
-    from .operators import dependencies, maps, reconstruct, reimport, weights
-    from .operators import blocking
+    from .operators import blocking, dependencies, job_display, maps, reconstruct, reimport, weights
     from .ui import blocking_panel, panels, preferences, properties
 
-    return (preferences, properties, dependencies, weights, reconstruct, reimport, maps, blocking,
-            panels, blocking_panel)
+    return (preferences, properties, dependencies, weights, reconstruct, job_display, reimport,
+            maps, blocking, panels, blocking_panel)
 
 
 def register() -> None:

@@ -26,6 +26,7 @@ from ..core.job import Job, JobStatus, run_job
 from ..core.worker import RESULT_DIR
 from ..ui import preferences
 from ..ui.properties import to_job_config
+from . import job_display
 from .apply import apply_result
 from .dependencies import worker_extra_paths
 
@@ -42,18 +43,9 @@ def new_job_dir(prefs) -> Path:
     return job_dir
 
 
-def format_status(status: JobStatus) -> str:
-    """One status line: ``stage: message  42%  ETA 1:05``."""
-    text = f"{status.stage}: {status.message}" if status.message else status.stage
-    text += f"  {100 * status.fraction:.0f}%"
-    if status.eta_s is not None and status.state == "running":
-        text += f"  ETA {int(status.eta_s) // 60}:{int(status.eta_s) % 60:02d}"
-    return text
-
-
 def _log_progress(status: JobStatus) -> None:
     if status.state == "running":  # the end is reported by the operator itself
-        log.info("%s", format_status(status))
+        log.info("%s", job_display.format_status(status))
 
 
 class RECON_OT_reconstruct(bpy.types.Operator):
@@ -131,11 +123,8 @@ class RECON_OT_reconstruct(bpy.types.Operator):
         self._job = Job(config, self._job_dir, **worker)
         self._job.start()
         _RUNNING.add(self._job)
-        wm = context.window_manager
-        wm.recon_running, wm.recon_cancel_requested = True, False
-        wm.recon_progress, wm.recon_status = 0.0, "Starting the worker"
-        wm.progress_begin(0.0, 1.0)
-        self._timer = wm.event_timer_add(0.1, window=context.window)
+        job_display.begin(context)
+        self._timer = context.window_manager.event_timer_add(0.1, window=context.window)
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         wm = context.window_manager
@@ -148,7 +137,7 @@ class RECON_OT_reconstruct(bpy.types.Operator):
             return {"PASS_THROUGH"}
         status = self._job.poll()
         if status.state == "running":
-            self._show(context, format_status(status), status.fraction)
+            job_display.show(context, status)
             return {"PASS_THROUGH"}
         self._finish(context)
         try:
@@ -165,45 +154,11 @@ class RECON_OT_reconstruct(bpy.types.Operator):
         self._job.cancel()
         self._finish(context)
 
-    def _show(self, context: bpy.types.Context, text: str, fraction: float) -> None:
-        wm = context.window_manager
-        wm.recon_status, wm.recon_progress = text, fraction
-        wm.progress_update(fraction)
-        context.workspace.status_text_set(f"Reconstruction: {text}")
-        _redraw_sidebars(wm)
-
     def _finish(self, context: bpy.types.Context) -> None:
-        """Stop polling and clear every progress display (all exit paths come through here)."""
-        wm = context.window_manager
-        wm.event_timer_remove(self._timer)
-        wm.progress_end()
-        context.workspace.status_text_set(None)
-        wm.recon_running, wm.recon_cancel_requested = False, False
-        wm.recon_progress, wm.recon_status = 0.0, ""
+        """Stop polling and clear the progress displays (every exit path comes through here)."""
+        context.window_manager.event_timer_remove(self._timer)
         _RUNNING.discard(self._job)
-        _redraw_sidebars(wm)
-
-
-class RECON_OT_cancel(bpy.types.Operator):
-    """Stop the running reconstruction; the scene is left unchanged"""
-
-    bl_idname = "recon.cancel"
-    bl_label = "Cancel"
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return context.window_manager.recon_running
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        context.window_manager.recon_cancel_requested = True  # the modal operator acts on it
-        return {"FINISHED"}
-
-
-def _redraw_sidebars(wm: bpy.types.WindowManager) -> None:
-    for window in wm.windows:
-        for area in window.screen.areas:
-            if area.type == "VIEW_3D":
-                area.tag_redraw()
+        job_display.end(context)
 
 
 def cancel_running_jobs() -> None:
@@ -213,4 +168,4 @@ def cancel_running_jobs() -> None:
     _RUNNING.clear()
 
 
-CLASSES = (RECON_OT_reconstruct, RECON_OT_cancel)
+CLASSES = (RECON_OT_reconstruct,)

@@ -154,7 +154,6 @@ class _ModalDriver(SimpleNamespace):
     _prepare = RECON_OT_reconstruct._prepare
     _start = RECON_OT_reconstruct._start
     modal = RECON_OT_reconstruct.modal
-    _show = RECON_OT_reconstruct._show
     _finish = RECON_OT_reconstruct._finish
 
     def report(self, kind, message):
