@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -172,13 +173,23 @@ def print_camera_errors(package: str, result_dir: str, truth_path: str) -> None:
     print(summary)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    # `timeout`, CI runners and kill send SIGTERM: make it a Ctrl+C, on which the job stops its
+    # worker (a worker runs in its own session and would outlive us otherwise).
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return run(argv)
     except CliError as exc:
         print(f"photo_recon: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("photo_recon: error: interrupted; the worker was stopped", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -103,6 +103,9 @@ class RECON_OT_reconstruct(bpy.types.Operator):
         except ReconstructionError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        except KeyboardInterrupt:  # Ctrl+C or SIGTERM in a script: run_job stopped the worker
+            self.report({"ERROR"}, "Interrupted; the worker was stopped")
+            return {"CANCELLED"}
         self.report({"INFO"}, f"Reconstructed {len(result.images)} photos into {collection.name}")
         return {"FINISHED"}
 

@@ -6,6 +6,7 @@ Each run is wrapped in a timeout: bpy 4.5 can hang at exit, which the CLI avoids
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -86,3 +87,26 @@ def test_cli_fails_clearly_on_an_empty_folder(tmp_path):
 def test_cli_refuses_bad_arguments(tmp_path):
     run = _cli("--out", tmp_path / "scene.blend", cwd=tmp_path)
     assert run.returncode == 2 and "--images" in run.stderr
+
+
+def test_cli_stopped_by_sigterm_stops_its_worker(recon_photos, tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, str(CLI), "--images", str(recon_photos), "--out", str(tmp_path / "s.blend"),
+         "--backend", "synthetic", "--options", '{"sleep_per_step": 30}', "--cache-dir",
+         str(tmp_path / "cache")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        for line in process.stdout:  # wait until the worker is rendering
+            if line.startswith("rendering"):
+                break
+        (log,) = (tmp_path / "cache" / "jobs").glob("*/worker.log")
+        worker_pid = int(re.search(r"worker pid (\d+)", log.read_text()).group(1))
+        process.terminate()
+        _stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 1
+    assert "photo_recon: error: Interrupted; the worker was stopped" in stderr
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker_pid, 0)  # the worker is gone too
+    assert not (tmp_path / "s.blend").exists()
