@@ -28,7 +28,8 @@ def show(context: bpy.types.Context, status: JobStatus) -> None:
     wm = context.window_manager
     wm.recon_status, wm.recon_progress = format_status(status), status.fraction
     wm.progress_update(status.fraction)
-    context.workspace.status_text_set(f"Reconstruction: {wm.recon_status}")
+    if context.workspace is not None:
+        context.workspace.status_text_set(f"Reconstruction: {wm.recon_status}")
     _redraw_sidebars(wm)
 
 
@@ -36,7 +37,8 @@ def end(context: bpy.types.Context) -> None:
     """Clear every progress display."""
     wm = context.window_manager
     wm.progress_end()
-    context.workspace.status_text_set(None)
+    if context.workspace is not None:  # None while Blender loads another file
+        context.workspace.status_text_set(None)
     wm.recon_running, wm.recon_cancel_requested = False, False
     wm.recon_progress, wm.recon_status = 0.0, ""
     _redraw_sidebars(wm)
