@@ -89,7 +89,7 @@ def _draw_problems(layout: bpy.types.UILayout, props, prefs) -> None:
     backend, note = resolve_backend(props, prefs)
     if note:
         layout.label(text="No DUSt3R weights found: the classical backend is used", icon="ERROR")
-        layout.label(text="Set the weights folder in the preferences")
+        layout.label(text="Get a checkpoint: preferences, DUSt3R Models")
     report = dependencies.STATE.report  # filled by Check Dependencies (preferences)
     missing = report.missing_for(backend) if report is not None else []
     if missing:
