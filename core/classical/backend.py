@@ -92,7 +92,7 @@ def run(job: JobConfig, progress: Progress) -> SceneResult:
     if missing:
         raise InputError(f"Photo(s) not found: {', '.join(missing)}.")
     progress("features", 0.0, f"{len(job.images)} photos")
-    sparse = run_sfm(list(job.images), options.sfm, progress.sub(0.0, _SPARSE_SHARE))
+    sparse = run_sfm(list(job.images), options.sfm, progress.sub(0.0, _SPARSE_SHARE), job.seed)
     progress("dense", _SPARSE_SHARE, f"{len(sparse.files)} cameras registered")
     photos = [load_photo(path) for path in sparse.files]
     dense = dense_from_cameras(

@@ -32,6 +32,7 @@ from ..progress import Progress
 log = logging.getLogger(__name__)
 
 _INVALID_COST = 2.0  # 1 - NCC lies in [0, 2]; invalid samples get the worst cost
+_MIN_PARALLAX_DEG = 1.0  # views closer than this in angle cannot confirm a depth
 _MIN_STD = 0.003  # grey-level std (0..1) below which a window is textureless (~0.8 grey levels)
 
 
@@ -50,7 +51,10 @@ class MvsOptions:
         min_consistent: neighbours whose depth must agree for a pixel to be kept.
         max_reproj_error: forward-backward reprojection error (working pixels) for agreement.
         max_rel_depth_error: relative depth difference for agreement.
-        min_ncc: pixels whose best aggregated NCC is lower are dropped.
+        min_ncc: textured pixels whose best aggregated NCC is lower are dropped.
+        smoothness: semi-global aggregation jump penalty ``P2`` in NCC-cost units (0 = plain
+            winner-take-all). Untextured pixels then get depth from their surroundings and are
+            kept only if that depth is geometrically consistent across views.
         threads: torch CPU threads while the stage runs (0 = leave torch's setting). On a CPU
             shared with other jobs, 1 avoids threads spinning against each other.
     """
@@ -65,6 +69,7 @@ class MvsOptions:
     max_reproj_error: float = 1.0
     max_rel_depth_error: float = 0.01
     min_ncc: float = 0.3
+    smoothness: float = 0.5
     threads: int = 0
 
     def __post_init__(self) -> None:
@@ -319,6 +324,7 @@ def _coarse_points(views: list[_View], ref: int, options: MvsOptions) -> np.ndar
         num_neighbors=options.num_neighbors,
         best_k=options.best_k,
         window=options.window,
+        smoothness=0.0,
     )
     depth, ncc = _sweep_depth(_Sweeper(views, ref, neighbors, coarse), near, 1e4 * near, coarse)
     keep = (ncc > 0.8) & torch.isfinite(depth)
@@ -335,6 +341,7 @@ class _Sweeper:
 
     def __init__(self, views: list[_View], ref: int, neighbors: list[int], options: MvsOptions):
         self.options = options
+        self.gray = views[ref].gray
         self.ref = RefWindows.of(views[ref].gray, options.window)
         h, w = views[ref].gray.shape
         device = views[ref].gray.device
@@ -387,16 +394,62 @@ def _parabola_offset(cost: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.where(interior, offset.clamp(-0.5, 0.5), torch.zeros_like(offset))
 
 
+def semi_global_aggregate(cost: torch.Tensor, gray: torch.Tensor, p1: float, p2: float) -> torch.Tensor:
+    """Semi-global cost aggregation (Hirschmueller 2008) along 4 image directions.
+
+    ``L_r(p, d) = C(p, d) + min(L_r(p-r, d), L_r(p-r, d+-1) + p1, min_k L_r(p-r, k) + P2(p))
+    - min_k L_r(p-r, k)``, summed over left/right/up/down. It lets textureless pixels (flat
+    cost) take the depth of their textured surroundings while depth steps cost at most ``P2``,
+    which is lowered across image edges (``P2 = p2 / (1 + 20 |grey step|)``).
+
+    Args:
+        cost: ``(D, H, W)`` matching cost per hypothesis (neighbouring hypotheses adjacent).
+        gray: ``(H, W)`` reference grey image in 0..1 (edges guide ``P2``).
+        p1, p2: penalties for a one-hypothesis step and for a larger jump.
+
+    Returns:
+        ``(D, H, W)`` aggregated cost.
+    """
+    total = torch.zeros_like(cost)
+    for dim, reverse in ((2, False), (2, True), (1, False), (1, True)):
+        c = cost.flip(dim) if reverse else cost
+        g = gray.flip(dim - 1) if reverse else gray
+        steps = c.shape[dim]
+        edge = (g.narrow(dim - 1, 1, steps - 1) - g.narrow(dim - 1, 0, steps - 1)).abs()
+        penalty = p2 / (1.0 + 20.0 * edge)
+        out = torch.empty_like(c)
+        prev = c.select(dim, 0)
+        out.select(dim, 0).copy_(prev)
+        for x in range(1, steps):
+            prev_min = prev.min(0).values
+            up = F.pad(prev[1:], (0, 0, 0, 1), value=float("inf"))
+            down = F.pad(prev[:-1], (0, 0, 1, 0), value=float("inf"))
+            best = torch.minimum(torch.minimum(up, down) + p1, prev)
+            best = torch.minimum(best, (prev_min + penalty.select(dim - 1, x - 1)).unsqueeze(0))
+            prev = c.select(dim, x) + best - prev_min.unsqueeze(0)
+            out.select(dim, x).copy_(prev)
+        total += out.flip(dim) if reverse else out
+    return total
+
+
 def _sweep_depth(sweeper: _Sweeper, near: float, far: float, options: MvsOptions) -> tuple[torch.Tensor, torch.Tensor]:
-    """Winner-take-all depth ``(H, W)`` and its aggregated NCC ``(H, W)`` for one reference image."""
+    """Depth ``(H, W)`` and its aggregated NCC ``(H, W)`` (-1 where untextured) for one image.
+
+    Winner-take-all over the (optionally semi-globally aggregated) costs, a parabola through the
+    minimum, and a finer per-pixel sweep around it where the pixel is textured.
+    """
     device = sweeper.device
     inv = torch.linspace(1.0 / far, 1.0 / near, options.num_hypotheses, device=device)
     step = float(inv[1] - inv[0])
-    cost = sweeper.cost(inv.view(-1, 1, 1))
-    best_cost, index = cost.min(0)
+    raw = sweeper.cost(inv.view(-1, 1, 1))
+    cost = raw
+    if options.smoothness > 0:
+        cost = semi_global_aggregate(raw, sweeper.gray, 0.1 * options.smoothness, options.smoothness)
+    index = cost.argmin(0)
+    best_cost = raw.gather(0, index.unsqueeze(0))[0]
     inv_best = inv[index] + _parabola_offset(cost, index) * step
     if options.refine_hypotheses > 1:
-        # A finer per-pixel sweep over +-1 coarse step around the first estimate.
+        # A finer per-pixel sweep over +-1 coarse step; kept where it matches better.
         offsets = torch.linspace(-1.0, 1.0, options.refine_hypotheses, device=device) * step
         fine_inv = (inv_best.unsqueeze(0) + offsets.view(-1, 1, 1)).clamp_min(1e-3 / far)
         fine_cost = sweeper.cost(fine_inv)
@@ -404,14 +457,16 @@ def _sweep_depth(sweeper: _Sweeper, near: float, far: float, options: MvsOptions
         fine_step = float(offsets[1] - offsets[0])
         fine = fine_inv.gather(0, fine_index.unsqueeze(0))[0]
         fine = fine + _parabola_offset(fine_cost, fine_index) * fine_step
-        better = fine_best <= best_cost
+        better = fine_best < best_cost
         inv_best = torch.where(better, fine, inv_best)
         best_cost = torch.minimum(fine_best, best_cost)
+    textured = best_cost < _INVALID_COST - 1e-6
+    # A minimum at either end of the range is no minimum: the surface lies outside it.
+    inside = (index > 0) & (index < options.num_hypotheses - 1)
+    known = inside & (textured if options.smoothness <= 0 else torch.ones_like(textured))
+    inv_best = torch.where(known, inv_best, torch.full_like(inv_best, float("nan")))
     depth = 1.0 / inv_best
-    ncc = 1.0 - best_cost
-    valid = best_cost < _INVALID_COST - 1e-6
-    depth = torch.where(valid, depth, torch.full_like(depth, float("nan")))
-    return depth, torch.where(valid, ncc, torch.full_like(ncc, -1.0))
+    return depth, torch.where(textured, 1.0 - best_cost, torch.full_like(best_cost, -1.0))
 
 
 def _consistent_count(
@@ -451,7 +506,13 @@ def _consistent_count(
         uvw_r = K_r @ back_r
         reproj = torch.hypot(uvw_r[0] / uvw_r[2] - u.reshape(-1), uvw_r[1] / uvw_r[2] - v.reshape(-1))
         rel = (back_r[2] - pts_r[2]).abs() / pts_r[2]
+        # Views agree trivially on points too far away for parallax (at infinity only rotation
+        # matters), so an agreeing view must also see the point from a different direction.
+        centre_j = T_inv[:3, 3:4]
+        cos_angle = F.cosine_similarity(pts_r, pts_r - centre_j, dim=0)
+        parallax = cos_angle < math.cos(math.radians(_MIN_PARALLAX_DEG))
         ok = (reproj < options.max_reproj_error) & (rel < options.max_rel_depth_error) & (d_j > 0)
+        ok &= parallax
         count += ok.to(torch.int32)
     return count.view(h, w)
 
@@ -550,7 +611,8 @@ def _dense(
         for i in range(n):
             needed = min(options.min_consistent, len(neighbor_lists[i]))
             count = _consistent_count(views, depths, i, neighbor_lists[i], options)
-            keep = (count >= max(needed, 1)) & (nccs[i] >= options.min_ncc) & torch.isfinite(depths[i])
+            matched = (nccs[i] >= options.min_ncc) | ((nccs[i] < -0.5) & (options.smoothness > 0))
+            keep = (count >= max(needed, 1)) & matched & torch.isfinite(depths[i])
             out.append(_dense_view(views[i], depths[i], nccs[i], count, keep, len(neighbor_lists[i])))
     progress("dense", 1.0, "")
     return out

@@ -225,13 +225,14 @@ def _unregistered_reason(
     )
 
 
-def run_sfm(paths: list[str], options: SfmOptions, progress: Progress) -> SparseModel:
+def run_sfm(paths: list[str], options: SfmOptions, progress: Progress, seed: int = 0) -> SparseModel:
     """Reconstruct cameras and sparse points of ``paths``; keeps the largest model.
 
     Args:
         paths: photo files (at least 2).
         options: sparse settings.
         progress: reports stages ``features``, ``matching``, ``mapping``; cancels between them.
+        seed: random seed of RANSAC and mapping (a fixed seed makes the result repeatable).
 
     Raises:
         InputError: fewer than two photos or an unreadable photo.
@@ -244,7 +245,8 @@ def run_sfm(paths: list[str], options: SfmOptions, progress: Progress) -> Sparse
         image_dir = work / "images"
         image_dir.mkdir()
         database_path = work / "database.db"
-        return _run_in_workspace(paths, options, progress, image_dir, database_path, work)
+        pycolmap.set_random_seed(seed)
+        return _run_in_workspace(paths, options, progress, image_dir, database_path, work, seed)
 
 
 def _run_in_workspace(
@@ -254,6 +256,7 @@ def _run_in_workspace(
     image_dir: Path,
     database_path: Path,
     work: Path,
+    seed: int,
 ) -> SparseModel:
     n = len(paths)
     exif = [exif_camera(p) for p in paths]
@@ -284,6 +287,7 @@ def _run_in_workspace(
     matching.num_threads = options.num_threads
     verification = pycolmap.TwoViewGeometryOptions()
     verification.min_num_inliers = options.min_num_matches
+    verification.ransac.random_seed = seed
     sequential = options.matcher == "sequential" or (
         options.matcher == "auto" and n > options.exhaustive_max_images
     )
@@ -305,7 +309,7 @@ def _run_in_workspace(
     mapping = pycolmap.IncrementalPipelineOptions()
     mapping.min_num_matches = options.min_num_matches
     mapping.num_threads = options.num_threads
-    mapping.random_seed = 0
+    mapping.random_seed = seed
     mapping.min_model_size = 2
     mapping.ba_refine_principal_point = False
     # Object-centred shoots have wide baselines and few features on plain backgrounds: accept

@@ -1,0 +1,148 @@
+"""Sparse SfM (pycolmap) and the classical backend: poses vs ground truth, pixel conventions,
+bad input (textureless photos, bad options, too few photos) and cancellation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pycolmap
+import pytest
+from PIL import Image
+
+from core.classical.backend import ClassicalOptions, run
+from core.classical.sfm import SfmOptions, _K_photo, run_sfm
+from core.config import JobConfig
+from core.errors import Cancelled, InputError, ReconstructionFailed
+from core.progress import CancelToken, Progress
+from core.result import SceneResult
+
+DTU_SUBSET = slice(10, 15)  # five neighbouring robot-arm positions
+
+
+def _dtu(shared_dir):
+    scene = shared_dir / "scenes" / "dtu_scan65"
+    frames = json.loads((scene / "gt.json").read_text())["frames"][DTU_SUBSET]
+    return [str(scene / f["file"]) for f in frames], frames
+
+
+def _rotation_angle_deg(R: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1))))
+
+
+def test_K_photo_follows_colmap_projection_and_pixel_centres():
+    # A COLMAP camera on a half-size workspace copy (COLMAP pixel centres at +0.5).
+    camera = pycolmap.Camera.create_from_model_name(1, "PINHOLE", 300.0, 320, 240)
+    camera.params = [300.0, 310.0, 161.0, 118.5]
+    K = _K_photo(camera, (640, 480), (320, 240))
+    point = np.array([0.2, -0.1, 2.0])
+    u_colmap, v_colmap = camera.img_from_cam(point)
+    # COLMAP work pixel -> our work pixel (-0.5) -> our photo pixel (s * (u + 0.5) - 0.5).
+    expected = np.array([2 * u_colmap - 0.5, 2 * v_colmap - 0.5])
+    projected = K @ point
+    np.testing.assert_allclose(projected[:2] / projected[2], expected, atol=1e-9)
+
+
+def test_sfm_on_dtu_subset_matches_ground_truth(shared_dir):
+    paths, frames = _dtu(shared_dir)
+    model = run_sfm(paths, SfmOptions(max_image_size=800), Progress())
+    assert model.files == paths and not model.unregistered
+    focal_error = [abs(K[0, 0] / f["fx"] - 1) for K, f in zip(model.K_photo, frames)]
+    assert np.median(focal_error) < 0.03
+    w2c_gt = []
+    for f in frames:
+        w2c = np.eye(4)
+        w2c[:3, :3], w2c[:3, 3] = f["R_w2c"], f["t_w2c"]
+        w2c_gt.append(w2c)
+    w2c_pred = [np.linalg.inv(c2w) for c2w in model.cam2world]
+    for i in range(len(paths)):
+        for j in range(i + 1, len(paths)):
+            rel_gt = w2c_gt[j] @ np.linalg.inv(w2c_gt[i])
+            rel_pred = w2c_pred[j] @ np.linalg.inv(w2c_pred[i])
+            assert _rotation_angle_deg(rel_pred[:3, :3].T @ rel_gt[:3, :3]) < 2.0
+            t_gt, t_pred = rel_gt[:3, 3], rel_pred[:3, 3]
+            cos = abs(t_gt @ t_pred) / np.linalg.norm(t_gt) / np.linalg.norm(t_pred)
+            assert np.degrees(np.arccos(min(cos, 1.0))) < 5.0
+    # Sparse points project into the photos that observe them, in front of the camera.
+    for k in range(len(paths)):
+        w2c = w2c_pred[k]
+        pts = model.points[model.visible[k]] @ w2c[:3, :3].T + w2c[:3, 3]
+        assert len(pts) > 50 and np.all(pts[:, 2] > 0)
+        uv = pts @ model.K_photo[k].T
+        uv = uv[:, :2] / uv[:, 2:]
+        assert np.all((uv > -1) & (uv < [frames[k]["width"], frames[k]["height"]]))
+
+
+def _textureless(tmp_path, n=3):
+    rng = np.random.default_rng(0)
+    paths = []
+    for k in range(n):
+        grey = np.full((96, 128, 3), 128, np.int16) + rng.integers(-1, 2, (96, 128, 1))
+        path = tmp_path / f"blank{k}.png"
+        Image.fromarray(grey.astype(np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def test_textureless_photos_fail_with_a_clear_message(tmp_path):
+    with pytest.raises(ReconstructionFailed, match="features per photo") as info:
+        run(JobConfig(images=tuple(_textureless(tmp_path))), Progress())
+    assert "3 photos" in str(info.value) and "texture" in str(info.value)
+
+
+def test_bad_options_and_too_few_photos(tmp_path):
+    paths = _textureless(tmp_path, n=2)
+    with pytest.raises(InputError, match="Unknown classical option"):
+        ClassicalOptions.from_dict({"resolutoin": 320})
+    with pytest.raises(InputError, match="should be a int"):
+        ClassicalOptions.from_dict({"resolution": "320"})
+    with pytest.raises(InputError, match="matcher"):
+        ClassicalOptions.from_dict({"matcher": "vocab"})
+    with pytest.raises(InputError, match="at least two photos"):
+        run_sfm(paths[:1], SfmOptions(), Progress())
+    with pytest.raises(InputError, match="not found"):
+        run(JobConfig(images=(paths[0], str(tmp_path / "missing.jpg"))), Progress())
+
+
+def test_cancel_between_stages(shared_dir):
+    paths, _ = _dtu(shared_dir)
+    token = CancelToken()
+    stages = []
+
+    def on_progress(stage, fraction, message):
+        stages.append(stage)
+        if stage == "matching":
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        run(JobConfig(images=tuple(paths[:3])), Progress(on_progress, token))
+    assert stages[-1] == "matching" and "mapping" not in stages and "dense" not in stages
+
+
+@pytest.mark.slow
+def test_backend_end_to_end_on_dtu_subset(shared_dir, tmp_path):
+    paths, frames = _dtu(shared_dir)
+    options = {"max_image_size": 800, "resolution": 160, "num_hypotheses": 48, "threads": 1}
+    stages = []
+    result = run(
+        JobConfig(images=tuple(paths), options=options),
+        Progress(lambda stage, fraction, message: stages.append(stage)),
+    )
+    assert [s for i, s in enumerate(stages) if s not in stages[:i]] == [
+        "features", "matching", "mapping", "dense"
+    ]
+    assert result.backend == "classical" and result.conf_kind == "unit"
+    assert [im.file for im in result.images] == paths and not result.unregistered
+    for im, frame in zip(result.images, frames):
+        assert im.size == (160, 120) and im.photo_size == (frame["width"], frame["height"])
+        assert abs(im.K_photo[0, 0] / frame["fx"] - 1) < 0.03
+        kept = im.mask(result.conf_threshold)
+        assert 0.05 < kept.mean() and np.all((im.conf >= 0) & (im.conf <= 1))
+        # The pointmap is the depth unprojected with the camera.
+        v, u = np.nonzero(kept)
+        pts_cam = (np.linalg.inv(im.K) @ np.stack([u, v, np.ones_like(u)])) * im.depth[kept]
+        pts = (im.cam2world[:3, :3] @ pts_cam + im.cam2world[:3, 3:4]).T
+        np.testing.assert_allclose(im.pts3d_world[kept], pts, rtol=1e-4, atol=1e-4)
+    result.save(tmp_path / "result")
+    loaded = SceneResult.load(tmp_path / "result")
+    assert len(loaded.images) == len(paths) and loaded.sparse_points.shape[1] == 3
