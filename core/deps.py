@@ -14,7 +14,7 @@ Three pieces:
 * :class:`PipRun`: runs pip in a child process whose whole output goes to a log file the user can
   open; :meth:`PipRun.poll` turns the log into progress without blocking, :meth:`PipRun.wait`
   is the synchronous form (headless), and a failure raises :class:`~.errors.DependencyError`
-  naming the log.
+  naming the log. After installing torch, :func:`remove_shadowing_numpy` keeps Blender's numpy.
 """
 
 from __future__ import annotations
@@ -482,25 +482,6 @@ class PipRun:
             f"Installing packages failed: {' '.join(errors)[-400:]} "
             f"The full pip output is in {self.log_path}."
         )
-
-
-def install_torch(
-    python: str,
-    plan: TorchInstallPlan,
-    log_path: str | os.PathLike,
-    progress: Progress | None = None,
-) -> None:
-    """Install torch according to ``plan`` with ``python``'s pip (synchronous form; the
-    preferences' operator drives a :class:`PipRun` from a timer instead).
-
-    Raises:
-        DependencyError: pip failed (the message names the log file).
-        Cancelled: ``progress`` was cancelled.
-    """
-    run = PipRun(python, plan.pip_args, Path(log_path))
-    run.start()
-    run.wait(progress)
-    remove_shadowing_numpy(plan.target)
 
 
 def pip_missing_message(python: str) -> str:

@@ -135,11 +135,24 @@ def test_pip_cancel_stops_the_child(dummy_wheel_dir, tmp_path):
     assert run.poll().state == "cancelled"
 
 
-def test_install_torch_with_missing_pip_is_a_clear_error(bare_python, tmp_path):
+def test_torch_install_without_pip_is_a_clear_error(bare_python, tmp_path):
     plan = deps.plan_torch_install(tmp_path / "torch", system="Linux", machine="x86_64")
-    with pytest.raises(DependencyError, match=r"pip.*log"):
-        deps.install_torch(bare_python, plan, tmp_path / "torch.log")
+    run = deps.PipRun(bare_python, plan.pip_args, tmp_path / "torch.log")
+    with pytest.raises(DependencyError, match=r"No module named pip.*torch\.log"):
+        run.wait()
     assert "No module named pip" in (tmp_path / "torch.log").read_text()
+    assert "ensurepip" in deps.pip_missing_message(bare_python)
+
+
+def test_cuda_driver_is_read_from_nvidia_smi(tmp_path, monkeypatch):
+    """A stand-in ``nvidia-smi`` on PATH prints the header the real one prints."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert deps.detect_cuda_driver() is None  # no driver tool
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho '| NVIDIA-SMI 570.86   Driver Version: 570.86   "
+                   "CUDA Version: 12.8     |'\n")
+    smi.chmod(0o755)
+    assert deps.detect_cuda_driver() == (12, 8)
 
 
 @pytest.mark.parametrize(
@@ -203,7 +216,9 @@ def test_numpy_pulled_into_target_is_removed(tmp_path):
     assert not deps.remove_shadowing_numpy(tmp_path)
 
 
-def test_deps_module_is_torch_free():
-    """Blender's process imports core.deps, so it must not load torch (it probes instead)."""
-    code = "import sys, core.deps; assert 'torch' not in sys.modules, 'torch loaded'"
+@pytest.mark.parametrize("module", ["core.deps", "core.checkpoints"])
+def test_blender_side_packaging_modules_are_torch_free(module):
+    """Blender's process imports these, so they must not load torch (they ask the worker's
+    Python in a child process instead)."""
+    code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch loaded'"
     subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], check=True)
