@@ -5,7 +5,7 @@ that contains ``core``). It never imports ``bpy``; torch is imported only by the
 needs it. The protocol (all files in ``JOB_DIR``, documented in ``core/FORMATS.md``):
 
 * in: ``job.json`` (:meth:`.config.JobConfig.save`), and ``cancel`` (created by the parent to ask
-  for a stop; checked at every progress report);
+  for a stop; checked at every progress report, as is the parent's death);
 * out: ``progress.jsonl`` (one JSON object per line: ``stage``, ``fraction``, ``message``, ``time``),
   ``worker.log`` (this process's log), then either ``result/`` (:meth:`.result.SceneResult.save`,
   renamed into place when complete) or ``error.json`` (``type``, ``message``, ``traceback``).
@@ -84,6 +84,22 @@ class ProgressWriter:
 
     def close(self) -> None:
         self._file.close()
+
+
+class WorkerCancelToken(CancelToken):
+    """The ``cancel`` file, plus the parent's death: a worker whose parent (Blender, a script)
+    exits is adopted by another process, and stops at its next progress report instead of
+    running on unseen."""
+
+    def __init__(self, cancel_file: Path) -> None:
+        super().__init__(cancel_file)
+        self._parent_pid = os.getppid()
+
+    @property
+    def cancelled(self) -> bool:
+        if os.getppid() != self._parent_pid:
+            return True
+        return super().cancelled
 
 
 def _folder_names(paths: list[str]) -> str:
@@ -191,7 +207,7 @@ def main(argv: list[str]) -> int:
     _setup_logging(job_dir)
     log.info("worker pid %d, python %s, %d thread(s)", os.getpid(), sys.executable, threads)
     writer = ProgressWriter(job_dir / PROGRESS_FILE)
-    progress = Progress(writer, CancelToken(job_dir / CANCEL_FILE))
+    progress = Progress(writer, WorkerCancelToken(job_dir / CANCEL_FILE))
     try:
         progress("starting", 0.0, "worker started")
         job = JobConfig.load(job_dir / JOB_FILE)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +16,8 @@ from core.config import JobConfig
 from core.errors import Cancelled, InputError, OutOfMemoryError, WorkerError
 from core.job import Job
 from core.worker import error_record
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _synthetic(**options) -> JobConfig:
@@ -135,3 +140,27 @@ def test_worker_respects_thread_settings_from_the_environment(tmp_path, monkeypa
     job = Job(_synthetic(n_images=1), tmp_path / "job")
     job.wait()
     assert ", 1 thread(s)" in (tmp_path / "job" / "worker.log").read_text()
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
+def test_worker_stops_when_its_parent_dies(tmp_path):
+    parent = (
+        "import os, sys, time\n"
+        "from core.config import JobConfig\n"
+        "from core.job import Job\n"
+        "job = Job(JobConfig(images=(), backend='synthetic',"
+        " options={'size': 16, 'n_images': 100, 'sleep_per_step': 0.2}), sys.argv[1])\n"
+        "job.start()\n"
+        "print(job.process.pid, flush=True)\n"
+        "while job.poll().stage != 'rendering':\n"
+        "    time.sleep(0.02)\n"
+        "os._exit(0)  # dies like a crashed Blender: no cancel\n"
+    )
+    out = subprocess.run([sys.executable, "-c", parent, str(tmp_path / "job")], capture_output=True,
+                         text=True, check=True, cwd=REPO_ROOT, timeout=60)
+    worker_pid = int(out.stdout.split()[0])
+    deadline = time.monotonic() + 5.0
+    while _group_members(worker_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _group_members(worker_pid) == []
+    assert json.loads((tmp_path / "job" / "error.json").read_text())["type"] == "Cancelled"
