@@ -290,10 +290,14 @@ class Job:
             what = f"exited with status {rc} without a result"
         else:
             what = "exited without a result"
-        details = _tail(self.job_dir / LOG_FILE) or _tail(self.job_dir / STDERR_FILE)
+        source = self.job_dir / LOG_FILE
+        details = _tail(source)
+        if not details:  # it died before its log started: the interpreter's own output says why
+            source = self.job_dir / STDERR_FILE
+            details = _tail(source)
         return (
             f"The reconstruction worker {what}. Try fewer photos or a smaller resolution if it "
-            f"keeps happening. Last lines of {self.job_dir / LOG_FILE}:\n{details or '(empty)'}"
+            f"keeps happening. Last lines of {source}:\n{details or '(empty)'}"
         )
 
     def result(self) -> SceneResult:

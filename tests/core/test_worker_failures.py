@@ -164,3 +164,14 @@ def test_worker_stops_when_its_parent_dies(tmp_path):
         time.sleep(0.05)
     assert _group_members(worker_pid) == []
     assert json.loads((tmp_path / "job" / "error.json").read_text())["type"] == "Cancelled"
+
+
+def test_interpreter_failing_at_start_up_shows_its_stderr(tmp_path):
+    # A worker interpreter that cannot import what it needs (a wrong environment in the
+    # preferences) dies before logging starts: the message quotes its stderr instead.
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" -c "import recon_missing_module" "$@"\n')
+    python.chmod(0o755)
+    job = Job(_synthetic(), tmp_path / "job", python=str(python))
+    with pytest.raises(WorkerError, match="exited with status 1 without a result(.|\n)*No module named 'recon_missing_module'"):
+        job.wait()
