@@ -95,11 +95,14 @@ for dist, name in modules.items():
     out["modules"][dist] = entry
 torch = sys.modules.get("torch")
 if torch is not None:
-    out["torch_cuda"] = torch.version.cuda
-    out["cuda_available"] = bool(torch.cuda.is_available())
-    out["cuda_device"] = torch.cuda.get_device_name(0) if out["cuda_available"] else ""
-    mps = getattr(torch.backends, "mps", None)
-    out["mps_available"] = bool(mps is not None and mps.is_available())
+    try:
+        out["torch_cuda"] = torch.version.cuda
+        out["cuda_available"] = bool(torch.cuda.is_available())
+        out["cuda_device"] = torch.cuda.get_device_name(0) if out["cuda_available"] else ""
+        mps = getattr(torch.backends, "mps", None)
+        out["mps_available"] = bool(mps is not None and mps.is_available())
+    except Exception as exc:  # a damaged torch must not hide the rest of the report
+        out["torch_error"] = type(exc).__name__ + ": " + str(exc)
 print(json.dumps(out))
 """
 
@@ -127,6 +130,7 @@ class EnvironmentReport:
         torch_cuda: the CUDA version torch was built for (None: CPU or macOS build, or no torch).
         cuda_available, cuda_device: whether torch sees an NVIDIA GPU, and its name.
         mps_available: whether torch sees Apple's Metal device.
+        torch_error: why torch's devices could not be queried (a damaged install), else "".
     """
 
     python: str
@@ -139,6 +143,7 @@ class EnvironmentReport:
     cuda_available: bool = False
     cuda_device: str = ""
     mps_available: bool = False
+    torch_error: str = ""
 
     def has(self, dist: str) -> bool:
         status = self.modules.get(dist)
@@ -160,7 +165,9 @@ class EnvironmentReport:
         lines = [f"Python {self.python_version} ({self.platform}, {self.machine}): {self.python}"]
         for dist, status in self.modules.items():
             lines.append(f"{dist} {status.version}" if status.version else f"{dist}: missing")
-        if self.has("torch"):
+        if self.torch_error:
+            lines.append(f"torch is damaged: {self.torch_error}")
+        elif self.has("torch"):
             device = self.cuda_device or self.accelerator.upper()
             lines.append(f"torch device: {device}")
         return lines
@@ -218,6 +225,7 @@ def probe(
         cuda_available=data.get("cuda_available", False),
         cuda_device=data.get("cuda_device", ""),
         mps_available=data.get("mps_available", False),
+        torch_error=data.get("torch_error", ""),
     )
 
 

@@ -22,15 +22,22 @@ def _record_entry(path: str, data: bytes) -> str:
     return f"{path},sha256={digest},{len(data)}\n"
 
 
-def build_dummy_wheel(out_dir: Path) -> Path:
-    """Write ``recon_dummy_dep-1.2.3-py3-none-any.whl`` (whose ``answer()`` returns 42) into
-    ``out_dir`` and return its path."""
-    dist_info = f"{DUMMY_NAME}-{DUMMY_VERSION}.dist-info"
+def build_dummy_wheel(
+    out_dir: Path, name: str = DUMMY_NAME, version: str = DUMMY_VERSION,
+    requires: tuple[str, ...] = (),
+) -> Path:
+    """Write ``<name>-<version>-py3-none-any.whl`` into ``out_dir`` and return its path.
+
+    The package's ``__init__`` sets ``__version__`` and ``answer()`` returns 42; ``requires``
+    become ``Requires-Dist`` lines (to see what pip pulls in along with it).
+    """
+    dist_info = f"{name}-{version}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    metadata += "".join(f"Requires-Dist: {req}\n" for req in requires)
     files = {
-        f"{DUMMY_NAME}/__init__.py":
-            f'__version__ = "{DUMMY_VERSION}"\n\n\ndef answer():\n    return 42\n'.encode(),
-        f"{dist_info}/METADATA":
-            f"Metadata-Version: 2.1\nName: {DUMMY_NAME}\nVersion: {DUMMY_VERSION}\n".encode(),
+        f"{name}/__init__.py":
+            f'__version__ = "{version}"\n\n\ndef answer():\n    return 42\n'.encode(),
+        f"{dist_info}/METADATA": metadata.encode(),
         f"{dist_info}/WHEEL":
             b"Wheel-Version: 1.0\nGenerator: photo_recon-tests\nRoot-Is-Purelib: true\n"
             b"Tag: py3-none-any\n",
@@ -38,7 +45,7 @@ def build_dummy_wheel(out_dir: Path) -> Path:
     record = "".join(_record_entry(p, data) for p, data in files.items())
     record += f"{dist_info}/RECORD,,\n"
     out_dir.mkdir(parents=True, exist_ok=True)
-    wheel = out_dir / f"{DUMMY_NAME}-{DUMMY_VERSION}-py3-none-any.whl"
+    wheel = out_dir / f"{name}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
         for path, data in files.items():
             zf.writestr(path, data)

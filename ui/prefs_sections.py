@@ -61,7 +61,10 @@ def _draw_report(box, report, prefs) -> None:
     for name, status in report.modules.items():
         text = f"{name} {status.version}" if status.version is not None else f"{name}: missing"
         grid.label(text=text, icon="CHECKMARK" if status.version is not None else "ERROR")
-    if report.has("torch"):
+    if report.torch_error:
+        _text(box, f"torch does not work ({report.torch_error}): install it again.", "ERROR")
+        _draw_torch_fix(box, prefs)
+    elif report.has("torch"):
         device = report.cuda_device or {"mps": "Apple GPU (MPS)", "cpu": "CPU only"}.get(
             report.accelerator, report.accelerator)
         box.label(text=f"torch runs on: {device}")

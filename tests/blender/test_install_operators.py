@@ -3,21 +3,29 @@
 The bpy module runs with online access off (as a user who did not allow it), so these tests
 also show the offline behaviour: Install PyTorch and Download refuse with a message saying
 what to do, nothing is started or written. Locate checks files with the worker's Python.
+
+Install PyTorch is also run with online access on and pip kept off the network (``PIP_NO_INDEX``,
+``PIP_FIND_LINKS`` = a folder of this test): once with nothing to install (pip fails: its output
+is in the log and the error names it), once with a stand-in ``torch`` wheel that requires numpy
+(the whole pipeline runs: pip into the extension folder, the pulled-in numpy removed, re-check).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import ADDON_PACKAGE, load_addon
+from dummy_wheel import build_dummy_wheel
 
 bpy = pytest.importorskip("bpy")
 
 load_addon()
+from photo_recon.core.deps import TORCH_VERSION  # noqa: E402
 from photo_recon.core.dust3r.registry import WEIGHTS  # noqa: E402
 from photo_recon.operators import dependencies, weights  # noqa: E402
 
@@ -110,3 +118,49 @@ def test_locate_refuses_a_file_that_is_not_a_checkpoint(weights_dir, tmp_path):
 def test_locate_names_a_missing_file(weights_dir, tmp_path):
     with pytest.raises(RuntimeError, match="elsewhere.pth does not exist"):
         bpy.ops.recon.locate_weights(name=DPT.name, filepath=str(tmp_path / "elsewhere.pth"))
+
+
+@pytest.fixture
+def online_local_pip(prefs, tmp_path, monkeypatch):
+    """Online access on; pip may only use the returned (empty) folder. Afterwards the torch
+    folder is emptied, so later tests' workers never see what was installed here."""
+    links = tmp_path / "links"
+    links.mkdir()
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    bpy.context.preferences.system.use_online_access = True
+    yield links
+    bpy.context.preferences.system.use_online_access = False
+    for path in dependencies.torch_folder().iterdir():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    dependencies.STATE.outcome, dependencies.STATE.failed = "", False
+
+
+def test_install_torch_pip_failure_is_logged_and_reported(online_local_pip):
+    assert bpy.app.online_access
+    with pytest.raises(RuntimeError) as info:
+        bpy.ops.recon.install_torch(variant="cpu")
+    log_path = dependencies.install_log_path()
+    message = str(info.value)
+    assert f"torch=={TORCH_VERSION}" in message and str(log_path) in message
+    log_text = log_path.read_text()
+    assert "--target" in log_text.splitlines()[0]  # the command, then pip's own output
+    assert "No matching distribution found" in log_text
+    assert dependencies.STATE.failed and dependencies.STATE.install is None
+    assert not any(dependencies.torch_folder().iterdir())
+    assert bpy.ops.recon.check_dependencies() == {"FINISHED"}  # Blender carries on
+
+
+def test_install_torch_pipeline_with_a_stand_in_wheel(online_local_pip):
+    build_dummy_wheel(online_local_pip, "torch", TORCH_VERSION, requires=("numpy",))
+    build_dummy_wheel(online_local_pip, "numpy", "9.9.9")
+    assert bpy.ops.recon.install_torch(variant="cpu") == {"FINISHED"}
+    folder = dependencies.torch_folder()
+    assert (folder / "torch" / "__init__.py").is_file()
+    assert not list(folder.glob("numpy*"))  # pulled in by pip, removed: Blender's stays
+    report = dependencies.STATE.report  # re-checked after the install
+    assert report.modules["torch"].version == TORCH_VERSION
+    assert Path(report.modules["torch"].location).is_relative_to(folder)
+    assert report.modules["numpy"].version != "9.9.9"
+    assert report.torch_error.startswith("AttributeError")  # a stand-in, not a working torch
+    assert "Installed" in dependencies.STATE.outcome and not dependencies.STATE.failed
