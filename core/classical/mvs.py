@@ -579,10 +579,7 @@ def _dense(
     n = len(images)
     torch_device = torch.device(device)
     views = [_prepare_view(images[i], K_photo[i], cam2world[i], options.resolution, torch_device) for i in range(n)]
-    coarse_views = [
-        _prepare_view(images[i], K_photo[i], cam2world[i], options.resolution // 4, torch_device)
-        for i in range(n)
-    ]
+    coarse_views: list[_View] = []  # a quarter-resolution copy, made when first needed
     depths, nccs, neighbor_lists = [], [], []
     with torch.no_grad():
         for i in range(n):
@@ -591,6 +588,11 @@ def _dense(
             if points_world is not None:
                 own_points = points_world[visible[i]] if visible is not None else points_world
             if own_points is None or len(own_points) < 20:
+                if not coarse_views:
+                    coarse_views = [
+                        _prepare_view(images[k], K_photo[k], cam2world[k], options.resolution // 4, torch_device)
+                        for k in range(n)
+                    ]
                 own_points = _coarse_points(coarse_views, i, options)
             near_far = depth_range if depth_range is not None else _depth_range(views[i], own_points)
             neighbors = _select_neighbors(views, i, own_points, options.num_neighbors) if len(own_points) else []

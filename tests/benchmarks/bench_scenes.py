@@ -8,7 +8,8 @@ Usage (from the repository root):
     python tests/benchmarks/bench_scenes.py --timing                 # 16 x 640x480 end to end
     python tests/benchmarks/bench_scenes.py --scenes dtu_scan65 --options '{"resolution": 320}'
 
-Each scene runs in its own subprocess, so "peak MB" is that process's ``ru_maxrss``.
+Each scene runs in its own subprocess, so "peak MB" is that process's ``ru_maxrss`` and "cpu s"
+its user + system CPU time ("time s" is wall time, inflated when other jobs share the CPU).
 
 Metrics (MANIFEST.md, "Metrics"):
 
@@ -214,6 +215,8 @@ def run_child(scene: str, args: argparse.Namespace) -> dict:
         proc.returncode = os.waitstatus_to_exitcode(status)
         row = json.loads(out.read_text()) if out.exists() else {"scene": scene, "error": f"exit {proc.returncode}"}
         row["peak_mb"] = usage.ru_maxrss / 1024.0  # kilobytes on Linux
+        # CPU seconds used by the scene's process: less sensitive than wall time to other jobs.
+        row["cpu_s"] = usage.ru_utime + usage.ru_stime
         return row
 
 
@@ -228,7 +231,7 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
     print(f"\n{mode}; options {args.options or '{}'}; {args.threads} torch/BLAS thread(s); the CPU is")
     print("shared with other jobs, so times are inflated")
     header = f"{'scene':24s} {'reg':>7s} {'RRA@15':>7s} {'RTA@15':>7s} {'mAA30':>6s} {'f err':>7s} "
-    header += f"{'time s':>7s} {'peak MB':>8s} {'AbsRel':>7s} {'d<1.25':>7s} {'kept':>6s}"
+    header += f"{'time s':>7s} {'cpu s':>7s} {'peak MB':>8s} {'AbsRel':>7s} {'d<1.25':>7s} {'kept':>6s}"
     print(header)
     for r in rows:
         if "skipped" in r:
@@ -237,7 +240,8 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         line = f"{r['scene']:24s} {str(r.get('registered', 0)) + '/' + str(r.get('n', '?')):>7s} "
         line += f"{fmt(r.get('RRA@15'), '.3f'):>7s} {fmt(r.get('RTA@15'), '.3f'):>7s} "
         line += f"{fmt(r.get('mAA(30)'), '.3f'):>6s} {fmt(r.get('focal_err'), '.2%'):>7s} "
-        line += f"{fmt(r.get('time_s'), '.1f'):>7s} {fmt(r.get('peak_mb'), '.0f'):>8s} "
+        line += f"{fmt(r.get('time_s'), '.1f'):>7s} {fmt(r.get('cpu_s'), '.1f'):>7s} "
+        line += f"{fmt(r.get('peak_mb'), '.0f'):>8s} "
         line += f"{fmt(r.get('AbsRel'), '.4f'):>7s} {fmt(r.get('d<1.25'), '.3f'):>7s} {fmt(r.get('kept'), '.3f'):>6s}"
         print(line)
         if "error" in r:
