@@ -87,8 +87,8 @@ class _Surface:
         return np.clip(127.5 + 120 * rgb, 0, 255).astype(np.uint8)
 
 
-def make_cameras(n: int, height: int, width: int, rng: np.random.Generator):
-    """Random cameras around the origin looking at the surface.
+def make_cameras(n: int, height: int, width: int, rng: np.random.Generator, same_focal=False):
+    """Random cameras around the origin looking at the surface (one focal if ``same_focal``).
 
     Returns:
         ``(K, cam2world)``: ``(n, 3, 3)`` and ``(n, 4, 4)`` float64.
@@ -96,8 +96,9 @@ def make_cameras(n: int, height: int, width: int, rng: np.random.Generator):
     size = max(height, width)
     K = np.zeros((n, 3, 3))
     cam2world = np.tile(np.eye(4), (n, 1, 1))
+    shared = rng.uniform(0.7, 1.4) * size
     for k in range(n):
-        f = rng.uniform(0.7, 1.4) * size
+        f = shared if same_focal else rng.uniform(0.7, 1.4) * size
         K[k] = [[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]]
         radius, angle = 0.8 * np.sqrt(rng.uniform(0.1, 1.0)), rng.uniform(0, 2 * np.pi)
         centre = np.array([radius * np.cos(angle), radius * np.sin(angle), rng.uniform(-0.3, 0.3)])
@@ -116,6 +117,7 @@ def make_scene(
     outliers: float = 0.05,
     seed: int = 0,
     dtype=np.float32,
+    same_focal: bool = False,
 ) -> SyntheticScene:
     """Make a scene and the predictions of every directed edge in ``pairs``.
 
@@ -129,11 +131,12 @@ def make_scene(
         outliers: share of pixels per edge side moved along their ray by a factor in [0.6, 1.6]
             plus 5 % jitter, with confidences of 1..4 (some above the default threshold of 3).
         seed: everything is drawn from ``numpy.random.default_rng(seed)``.
+        same_focal: all cameras share one focal length.
         dtype: dtype of the stored pointmaps and confidences.
     """
     rng = np.random.default_rng(seed)
     surface = _Surface(rng)
-    K, cam2world = make_cameras(n_images, height, width, rng)
+    K, cam2world = make_cameras(n_images, height, width, rng, same_focal)
     v, u = np.mgrid[0:height, 0:width].astype(np.float64)
     pix = np.stack([u, v, np.ones_like(u)], axis=-1)
     pts3d_world = np.zeros((n_images, height, width, 3))

@@ -37,7 +37,6 @@ def solve_depth(
     ray_sq = (ray * ray).sum(-1)
     rel = targets - origin[obs_pixel]
     along = (ray * rel).sum(-1) / ray_sq  # depth of the target's projection on the ray
-    across_sq = ((rel * rel).sum(-1) - along * along * ray_sq).clamp(min=0)
 
     def weighted_mean(w: torch.Tensor) -> torch.Tensor:
         num = torch.zeros(m, dtype=w.dtype).index_add_(0, obs_pixel, w * along)
@@ -45,6 +44,8 @@ def solve_depth(
         return num / den
 
     depth = weighted_mean(weight)
+    if iterations > 0:
+        across_sq = ((rel * rel).sum(-1) - along * along * ray_sq).clamp(min=0)
     for _ in range(iterations):
         dist = torch.sqrt(ray_sq * (depth[obs_pixel] - along) ** 2 + across_sq + eps * eps)
         depth = weighted_mean(weight / dist)

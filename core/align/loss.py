@@ -33,6 +33,16 @@ class AlignmentLoss:
         self.weight = tensors["weight"]
         self.total_weight = float(self.weight.sum())
         self.robust_weight = self.weight.clone()
+        # Observations come edge by edge: lay them out as (E, L, 3), padded, so each edge's
+        # similarity is one batched matrix product instead of a 3x3 gather per observation.
+        edge = tensors["obs_edge"]
+        counts = torch.bincount(edge, minlength=int(edge.max()) + 1)
+        starts = torch.cumsum(counts, 0) - counts
+        self.block = int(counts.max())
+        self.flat = edge * self.block + torch.arange(len(edge)) - starts[edge]
+        padded = torch.zeros(len(counts) * self.block, 3, dtype=tensors["pts"].dtype)
+        padded[self.flat] = tensors["pts"]
+        self.padded_pts = padded.reshape(len(counts), self.block, 3)
 
     def rays(self, model: SceneModel) -> tuple[torch.Tensor, torch.Tensor]:
         """``origin (M, 3)`` and world ray directions ``(M, 3)`` (unit camera z) of all pixels."""
@@ -45,8 +55,8 @@ class AlignmentLoss:
     def targets(self, model: SceneModel) -> torch.Tensor:
         """``(K, 3)`` every observation mapped to the world by its edge's similarity."""
         R, t, s = model.edges()
-        e = self.t["obs_edge"]
-        return s[e, None] * torch.einsum("kij,kj->ki", R[e], self.t["pts"]) + t[e]
+        moved = torch.baddbmm(t[:, None, :], self.padded_pts, (s[:, None, None] * R).transpose(1, 2))
+        return moved.reshape(-1, 3)[self.flat]
 
     def residuals(self, model: SceneModel) -> torch.Tensor:
         """``(K, 3)`` world point of each observation's pixel minus its target."""

@@ -61,18 +61,19 @@ class Observations:
 
 
 def side_arrays(
-    preds: PairPredictions, edge: int, first: bool, rows: np.ndarray, cols: np.ndarray
+    preds: PairPredictions, edge: int, first: bool, rows: np.ndarray, cols: np.ndarray,
+    dtype: type = np.float64,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Masked ``(pts (m, 3), weight (m,), conf (m,))`` float64 of one side on a subgrid."""
+    """Masked ``(pts (m, 3), weight (m,), conf (m,))`` of one side on a subgrid."""
     pts = (preds.pts3d_i if first else preds.pts3d_j)[edge][rows][:, cols].reshape(-1, 3)
     conf = (preds.conf_i if first else preds.conf_j)[edge][rows][:, cols].reshape(-1)
-    pts = pts.astype(np.float64)
-    conf = conf.astype(np.float64)
+    pts = pts.astype(dtype)
+    conf = conf.astype(dtype)
     valid = np.isfinite(pts).all(1) & np.isfinite(conf)
     # log(conf) as the reference; a tiny floor keeps unit-confidence inputs usable.
-    weight = np.where(valid, np.log(np.maximum(np.where(valid, conf, 1.0), 1.0)), 0.0)
-    weight = np.where(valid, np.maximum(weight, 1e-4), 0.0)
-    return np.where(valid[:, None], pts, 0.0), weight, np.where(valid, conf, 0.0)
+    weight = np.log(np.maximum(np.where(valid, conf, 1), 1))
+    weight = np.where(valid, np.maximum(weight, 1e-4), 0).astype(dtype)
+    return np.where(valid[:, None], pts, 0).astype(dtype), weight, np.where(valid, conf, 0).astype(dtype)
 
 
 def subgrid(shape: tuple[int, int], max_pixels: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 ROUND_ITERATIONS = 15
 """Optimiser iterations between two updates of the robust weights."""
 
-TOLERANCE = 1e-7
+TOLERANCE = 1e-4
 """Stop when a round lowers the loss by less than this fraction."""
 
 

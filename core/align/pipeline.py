@@ -95,26 +95,31 @@ def _median_depth(state: SceneState, obs: Observations) -> float:
 
 
 def _full_resolution(preds, image_ids, edge_ids, obs, state, eps, n) -> tuple:
-    """Depth ``(H, W)``, world points ``(H, W, 3)`` and max confidence of image ``n``."""
+    """Depth ``(H, W)``, world points ``(H, W, 3)`` and max confidence of image ``n``.
+
+    The robust closed-form depth of every pixel from all the edges that see the image, with the
+    final cameras and similarities (float32: this is the memory-heavy full-resolution step).
+    """
     h, w = preds.views[image_ids[n]].shape
     rows, cols = np.arange(h), np.arange(w)
     vv, uu = np.meshgrid(rows, cols, indexing="ij")
     pixel = np.stack([(uu.ravel() - state.pp[n, 0]) / state.focal[n, 0],
                       (vv.ravel() - state.pp[n, 1]) / state.focal[n, 1], np.ones(uu.size)], 1)
-    rays = torch.from_numpy(pixel @ state.cam_R[n].T)
-    origin = torch.from_numpy(np.broadcast_to(state.cam_c[n], rays.shape).copy())
-    targets, weights, conf = [], [], np.zeros(h * w)
+    rays = torch.from_numpy((pixel @ state.cam_R[n].T).astype(np.float32))
+    centre = torch.from_numpy(state.cam_c[n].astype(np.float32))
+    targets, weights, conf = [], [], np.zeros(h * w, np.float32)
     for side in (s for s in obs.sides if s.image == n):
-        pts, wt, c = side_arrays(preds, edge_ids[side.edge], side.first, rows, cols)
+        pts, wt, c = side_arrays(preds, edge_ids[side.edge], side.first, rows, cols, np.float32)
         e = side.edge
-        targets.append(state.edge_s[e] * pts @ state.edge_R[e].T + state.edge_t[e])
-        weights.append(wt)
+        sim = torch.from_numpy((state.edge_s[e] * state.edge_R[e]).T.astype(np.float32))
+        offset = torch.from_numpy(state.edge_t[e].astype(np.float32))
+        targets.append(torch.from_numpy(pts) @ sim + offset)
+        weights.append(torch.from_numpy(wt))
         conf = np.maximum(conf, c)
-    depth = solve_depth(origin, rays, torch.from_numpy(np.concatenate(targets)),
-                        torch.from_numpy(np.concatenate(weights)),
-                        torch.arange(h * w).repeat(len(targets)), eps).numpy()
-    pts = state.cam_c[n] + depth[:, None] * rays.numpy()
-    return depth.reshape(h, w), pts.reshape(h, w, 3), conf.reshape(h, w)
+    depth = solve_depth(centre.expand(h * w, 3), rays, torch.cat(targets), torch.cat(weights),
+                        torch.arange(h * w).repeat(len(targets)), eps, iterations=3)
+    pts = centre + depth[:, None] * rays
+    return depth.numpy().reshape(h, w), pts.numpy().reshape(h, w, 3), conf.reshape(h, w)
 
 
 def align(
