@@ -1,0 +1,146 @@
+"""The DUSt3R backend: photos -> pairwise network predictions (cached) -> global alignment.
+
+``run(job, progress) -> SceneResult``. Job options (``job.options``):
+
+* ``weights``: checkpoint path (``.pth``, ``.safetensors`` or a folder), required;
+* ``image_size`` (512 | 224), ``graph`` (``complete``, ``swin``, ``logwin``, ``oneref`` or a
+  reference string such as ``"swin-3-noncyclic"``), ``window``, ``cyclic``, ``ref``,
+  ``precision`` (``bf16`` | ``fp32``), ``batch_size``;
+* every :class:`~core.align.options.AlignOptions` field (per-image lists follow ``job.images``).
+
+The network's output is cached in ``job.cache_dir`` as a pair-predictions file named by a sha256 of
+everything it depends on (image paths, modification times and sizes, image size, the weights
+file, the graph, the precision), so re-aligning with other options skips the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..align import AlignOptions, align
+from ..config import JobConfig, strict_fields
+from ..errors import FormatError, InputError
+from ..images import load_images
+from ..pairs import make_pairs, parse_graph
+from ..predictions import PREDICTIONS_FORMAT_VERSION, PairPredictions
+from ..progress import Progress
+from ..result import SceneResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NetworkOptions:
+    """The network half of the dust3r job options (see the module docstring)."""
+
+    weights: str = ""
+    image_size: int = 512
+    graph: str = "complete"
+    window: int | None = None
+    cyclic: bool | None = None
+    ref: int | None = None
+    precision: str = "bf16"
+    batch_size: int = 8
+
+    def graph_arguments(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`core.pairs.make_pairs` (explicit fields win)."""
+        args = parse_graph(self.graph)
+        for name in ("window", "cyclic", "ref"):
+            if getattr(self, name) is not None:
+                args[name] = getattr(self, name)
+        return args
+
+
+def split_options(options: dict[str, Any]) -> tuple[NetworkOptions, AlignOptions]:
+    """Network and alignment options from ``job.options``; unknown keys raise InputError."""
+    network_names = {f.name for f in dataclasses.fields(NetworkOptions)}
+    align_names = {f.name for f in dataclasses.fields(AlignOptions)}
+    unknown = sorted(set(options) - network_names - align_names)
+    if unknown:
+        raise InputError(f"Unknown dust3r option(s) {', '.join(unknown)}; accepted: "
+                         f"{', '.join(sorted(network_names | align_names))}.")
+    network = {k: v for k, v in options.items() if k in network_names}
+    network = NetworkOptions(**strict_fields(NetworkOptions, network, "dust3r"))
+    if not network.weights:
+        raise InputError("The dust3r backend needs the 'weights' option: the path of a DUSt3R "
+                         "checkpoint (download it from the add-on preferences).")
+    aligned = AlignOptions.from_dict({k: v for k, v in options.items() if k in align_names})
+    return network, aligned
+
+
+def _file_stamp(path: str | Path) -> list:
+    stat = Path(path).stat()
+    return [str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size]
+
+
+def cache_key(files: list[str], network: NetworkOptions) -> str:
+    """sha256 of everything the pair predictions depend on."""
+    content = {
+        "format": PREDICTIONS_FORMAT_VERSION,
+        "images": [_file_stamp(f) for f in files],
+        "weights": _file_stamp(network.weights),
+        "image_size": network.image_size,
+        "graph": network.graph_arguments(),
+        "precision": network.precision,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _predict(job, network, images, progress) -> PairPredictions:
+    """Run the network on the pairs, or read them from the cache."""
+    cache = None
+    if job.cache_dir:
+        key = cache_key([im.file for im in images], network)
+        cache = Path(job.cache_dir) / f"pairs-{key[:24]}.npz"
+        if cache.is_file():
+            try:
+                preds = PairPredictions.load(cache)
+                log.info("Pair predictions read from the cache %s", cache)
+                return preds
+            except FormatError as exc:
+                log.warning("Ignoring the cache file: %s", exc)
+    from .inference import run_pairs
+    from .weights import load_model
+
+    pairs = make_pairs(len(images), **network.graph_arguments())
+    model = load_model(network.weights, _device(job.device))
+    preds = run_pairs(model, images, pairs, device=_device(job.device),
+                      precision=network.precision, batch_size=network.batch_size,
+                      progress=progress)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        preds.save(cache)
+    return preds
+
+
+def run(job: JobConfig, progress: Progress) -> SceneResult:
+    """Reconstruct ``job.images`` with DUSt3R and the global alignment."""
+    network, align_options = split_options(job.options)
+    progress("images", 0.0, f"loading {len(job.images)} photos")
+    images, skipped = load_images(list(job.images), size=network.image_size)
+    loaded = {im.file for im in images}
+    kept = [k for k, f in enumerate(job.images) if f in loaded]
+    preds = _predict(job, network, images, progress.sub(0.02, 0.7))
+    result = align(preds, align_options.for_images(kept), progress.sub(0.7, 1.0))
+    result.unregistered = [*skipped, *result.unregistered]
+    result.warnings = [f"Skipped {Path(s['file']).name}: {s['reason']}" for s in skipped] + \
+        result.warnings
+    return result

@@ -1,0 +1,93 @@
+"""The dust3r backend end to end with a tiny random-weight checkpoint (no download)."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.config import JobConfig
+from core.dust3r.backend import cache_key, run, split_options
+from core.dust3r.config import ModelConfig
+from core.dust3r.model import Dust3rNet
+from core.errors import InputError
+from core.progress import Progress
+from core.result import SceneResult
+
+TINY = ModelConfig(enc_embed_dim=32, enc_depth=1, enc_num_heads=2, dec_embed_dim=24, dec_depth=1,
+                   dec_num_heads=2, head_type="linear", img_size=(224, 224))
+CONSTRUCTOR = ("AsymmetricCroCo3DStereo(pos_embed='RoPE100', img_size=(224, 224), "
+               "head_type='linear', output_mode='pts3d', depth_mode=('exp', -inf, inf), "
+               "conf_mode=('exp', 1, inf), enc_embed_dim=32, enc_depth=1, enc_num_heads=2, "
+               "dec_embed_dim=24, dec_depth=1, dec_num_heads=2)")
+
+
+@pytest.fixture()
+def photos(tmp_path):
+    rng = np.random.default_rng(0)
+    files = []
+    for k in range(3):
+        path = tmp_path / f"photo{k}.png"
+        Image.fromarray(rng.integers(0, 256, (60, 80, 3), np.uint8)).save(path)
+        files.append(str(path))
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    return files + [str(tmp_path / "broken.jpg")]
+
+
+@pytest.fixture()
+def weights(tmp_path):
+    torch.manual_seed(0)
+    model = Dust3rNet(TINY)
+    path = tmp_path / "tiny.pth"
+    torch.save({"model": model.state_dict(), "args": argparse.Namespace(model=CONSTRUCTOR)}, path)
+    return str(path)
+
+
+def test_backend_runs_network_caches_and_aligns(photos, weights, tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        job = JobConfig(images=tuple(photos), backend="dust3r", cache_dir=str(tmp_path / "cache"),
+                        options={"weights": weights, "image_size": 224, "precision": "fp32",
+                                 "iterations": 5, "known_focals": [None, 200.0, None, None]})
+        stages = []
+        result = run(job, Progress(lambda stage, f, m: stages.append(stage)))
+        assert "inference" in stages and "align" in stages
+        assert [im.file for im in result.images] == photos[:3]
+        assert result.unregistered[0]["file"] == photos[3]
+        assert any("broken.jpg" in w for w in result.warnings)
+        # The known focal is given in photo pixels (80x60 photo -> 224x224 network crop).
+        assert result.images[1].K_photo[0, 0] == pytest.approx(200.0, rel=1e-9)
+        for im in result.images:
+            assert im.pts3d_world.shape == (224, 224, 3) and np.isfinite(im.cam2world).all()
+        (cached,) = (tmp_path / "cache").glob("pairs-*.npz")
+        # A second run with other alignment options reads the cache: no network.
+        stages.clear()
+        again = run(JobConfig(**{**job.__dict__, "options": {**job.options, "iterations": 0}}),
+                    Progress(lambda stage, f, m: stages.append(stage)))
+        assert "inference" not in stages
+        assert len(again.images) == 3
+        result.save(tmp_path / "out")
+        assert len(SceneResult.load(tmp_path / "out").images) == 3
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_cache_key_changes_with_inputs(photos, weights):
+    network, _ = split_options({"weights": weights})
+    base = cache_key(photos[:3], network)
+    assert base != cache_key(photos[:2], network)
+    other, _ = split_options({"weights": weights, "graph": "swin-1"})
+    assert base != cache_key(photos[:3], other)
+    Image.fromarray(np.zeros((60, 80, 3), np.uint8)).save(photos[0])
+    assert base != cache_key(photos[:3], network)
+
+
+def test_bad_options_are_refused(weights):
+    with pytest.raises(InputError, match="weights"):
+        split_options({})
+    with pytest.raises(InputError, match="iteratons"):
+        split_options({"weights": weights, "iteratons": 3})
