@@ -4,8 +4,9 @@ Download runs only with Blender's online access allowed (``bpy.app.online_access
 the operator says which file to get from where and where to put it. The download itself is
 :func:`..core.dust3r.download.ensure_weights` (resume, atomic rename) in a background thread:
 it is network I/O without any bpy call, and a modal timer copies its progress to the preferences.
-Locate checks the file with the worker's own loader (in the worker's Python) before copying or
-linking it into the weights folder, and refuses another model by name.
+Locate checks the file with the worker's own loader (in the worker's Python, which takes a while
+for 2 GB) before copying or linking it into the weights folder, and refuses another model by name;
+it runs in a background thread too, so Blender stays responsive.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from . import dependencies
 
 @dataclass
 class DownloadState:
-    """The download in progress (``name`` set) or the outcome of the last one."""
+    """The download or Locate check in progress (``name`` set), or the outcome of the last one.
+    ``token`` is set for a download (it can be cancelled), None for a Locate check."""
 
     name: str = ""
     fraction: float = 0.0
@@ -61,9 +63,56 @@ def _download(info, folder) -> None:
         STATE.name = ""
 
 
+def _locate(source: str, info, folder, python: str, extra_paths: list[str], link: bool) -> None:
+    """Body of the Locate thread; touches only :data:`STATE`, never bpy."""
+    try:
+        placed = checkpoints.place(source, info, folder, python, extra_paths, link=link)
+        STATE.outcome, STATE.failed = f"{info.name} is ready: {placed}", False
+    except (WeightsError, DependencyError) as exc:
+        STATE.outcome, STATE.failed = str(exc), True
+    finally:
+        STATE.name = ""
+
+
+class _ThreadOperator:
+    """Runs a task of this module in a thread: modal with a timer in the UI, waiting headless."""
+
+    _timer = None
+
+    def _start(self, context, name: str, message: str, token: CancelToken | None, target, args):
+        STATE.name, STATE.fraction, STATE.message, STATE.token = name, 0.0, message, token
+        STATE.outcome, STATE.failed = "", False
+        STATE.thread = threading.Thread(target=target, args=args, daemon=True)
+        STATE.thread.start()
+        if bpy.app.background:  # no event loop headless: wait here
+            STATE.thread.join()
+            return self._finish(context)
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.5, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        dependencies.redraw_preferences(context)
+        if STATE.thread is not None and STATE.thread.is_alive():
+            return {"PASS_THROUGH"}
+        context.window_manager.event_timer_remove(self._timer)
+        self._timer = None
+        return self._finish(context)
+
+    def _finish(self, context):
+        STATE.thread = None
+        self.report({"ERROR"} if STATE.failed else {"INFO"}, STATE.outcome)
+        dependencies.redraw_preferences(context)
+        return {"CANCELLED"} if STATE.failed else {"FINISHED"}
+
+
 def cancel_running_downloads(timeout_s: float = 5.0) -> None:
-    """Stop a download still running (add-on disabled); its ``.part`` file stays for resuming."""
-    if STATE.thread is not None:
+    """Stop a download still running (add-on disabled); its ``.part`` file stays for resuming.
+    A Locate check is left to finish on its own (it writes nothing until the file passed)."""
+    if STATE.thread is not None and STATE.token is not None:
         STATE.token.cancel()
         STATE.thread.join(timeout_s)
         STATE.thread = None
@@ -76,7 +125,7 @@ def _lookup(operator, name: str):
     return info
 
 
-class RECON_OT_download_weights(bpy.types.Operator):
+class RECON_OT_download_weights(_ThreadOperator, bpy.types.Operator):
     bl_idname = "recon.download_weights"
     bl_label = "Download Weights"
     bl_description = (
@@ -85,8 +134,6 @@ class RECON_OT_download_weights(bpy.types.Operator):
     )
 
     name: StringProperty(options={"HIDDEN"})
-
-    _timer = None
 
     @classmethod
     def poll(cls, context):
@@ -119,33 +166,7 @@ class RECON_OT_download_weights(bpy.types.Operator):
                 return {"CANCELLED"}
             self.report({"INFO"}, f"{path} is already there.")
             return {"FINISHED"}
-        STATE.name, STATE.fraction, STATE.message = info.name, 0.0, "starting"
-        STATE.outcome, STATE.failed, STATE.token = "", False, CancelToken()
-        STATE.thread = threading.Thread(target=_download, args=(info, folder), daemon=True)
-        STATE.thread.start()
-        if bpy.app.background:  # no event loop headless: wait here
-            STATE.thread.join()
-            return self._finish(context)
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(0.5, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
-    def modal(self, context, event):
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        dependencies.redraw_preferences(context)
-        if STATE.thread is not None and STATE.thread.is_alive():
-            return {"PASS_THROUGH"}
-        context.window_manager.event_timer_remove(self._timer)
-        self._timer = None
-        return self._finish(context)
-
-    def _finish(self, context):
-        STATE.thread = None
-        self.report({"ERROR"} if STATE.failed else {"INFO"}, STATE.outcome)
-        dependencies.redraw_preferences(context)
-        return {"CANCELLED"} if STATE.failed else {"FINISHED"}
+        return self._start(context, info.name, "starting", CancelToken(), _download, (info, folder))
 
 
 class RECON_OT_cancel_weights_download(bpy.types.Operator):
@@ -155,14 +176,14 @@ class RECON_OT_cancel_weights_download(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return STATE.thread is not None
+        return STATE.thread is not None and STATE.token is not None
 
     def execute(self, context):
         STATE.token.cancel()
         return {"FINISHED"}
 
 
-class RECON_OT_locate_weights(bpy.types.Operator):
+class RECON_OT_locate_weights(_ThreadOperator, bpy.types.Operator):
     bl_idname = "recon.locate_weights"
     bl_label = "Locate Weights"
     bl_description = (
@@ -179,6 +200,10 @@ class RECON_OT_locate_weights(bpy.types.Operator):
         default=False,
     )
 
+    @classmethod
+    def poll(cls, context):
+        return STATE.thread is None
+
     def invoke(self, context, event):
         context.window_manager.fileselect_add(self)
         return {"RUNNING_MODAL"}
@@ -188,19 +213,10 @@ class RECON_OT_locate_weights(bpy.types.Operator):
         if info is None:
             return {"CANCELLED"}
         prefs = preferences.get_preferences(context)
-        try:
-            placed = checkpoints.place(
-                bpy.path.abspath(self.filepath), info, preferences.weights_folder(prefs),
-                preferences.worker_python(prefs), dependencies.worker_extra_paths(prefs),
-                link=self.link,
-            )
-        except (WeightsError, DependencyError) as exc:
-            STATE.outcome, STATE.failed = str(exc), True
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        STATE.outcome, STATE.failed = f"{info.name} is ready: {placed}", False
-        self.report({"INFO"}, STATE.outcome)
-        return {"FINISHED"}
+        source = bpy.path.abspath(self.filepath)
+        args = (source, info, preferences.weights_folder(prefs), preferences.worker_python(prefs),
+                dependencies.worker_extra_paths(prefs), self.link)
+        return self._start(context, info.name, f"Checking {source}", None, _locate, args)
 
 
 CLASSES = (

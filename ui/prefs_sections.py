@@ -110,6 +110,9 @@ def draw_models(layout, prefs) -> None:
         if status.path is not None:
             row.label(text=f"{status.size_bytes / 1e9:.2f} GB")
             continue
+        if state.name == info.name and state.token is None:  # Locate is checking a file
+            row.label(text=state.message, icon="SORTTIME")
+            continue
         if state.name == info.name:
             row.progress(factor=state.fraction, type="BAR", text=state.message)
             row.operator("recon.cancel_weights_download", text="", icon="CANCEL")
