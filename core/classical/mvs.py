@@ -59,11 +59,11 @@ class MvsOptions:
             shared with other jobs, 1 avoids threads spinning against each other.
     """
 
-    resolution: int = 480
-    num_hypotheses: int = 96
+    resolution: int = 400
+    num_hypotheses: int = 64
     refine_hypotheses: int = 8
-    num_neighbors: int = 6
-    best_k: int = 3
+    num_neighbors: int = 4
+    best_k: int = 2
     window: int = 7
     min_consistent: int = 2
     max_reproj_error: float = 1.0

@@ -34,6 +34,7 @@ INTRINSICS_MODES = ("auto", "shared", "per_image")
 _EXIF_FOCAL_35MM = 41989  # FocalLengthIn35mmFilm, in the Exif IFD
 _EXIF_MAKE, _EXIF_MODEL = 271, 272
 _FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
+_MIN_SUPPORT = 30  # a pose seen by fewer sparse points is not trusted (COLMAP's PnP default)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class SfmOptions:
         max_image_size: long side (pixels) of the copies SIFT runs on; larger photos are downscaled.
         max_features: SIFT features per image.
         min_num_matches: verified matches a pair needs to count.
+        mapping_attempts: incremental mapping runs (different seeds) until all photos register.
         num_threads: CPU threads for COLMAP (-1 = all).
     """
 
@@ -63,6 +65,7 @@ class SfmOptions:
     max_image_size: int = 1600
     max_features: int = 8192
     min_num_matches: int = 15
+    mapping_attempts: int = 3
     num_threads: int = -1
 
     def __post_init__(self) -> None:
@@ -81,6 +84,8 @@ class SfmOptions:
                 "Classical options max_image_size and max_features must be >= 64 and "
                 "min_num_matches >= 5."
             )
+        if self.mapping_attempts < 1:
+            raise InputError("Classical option mapping_attempts must be >= 1.")
 
 
 @dataclass
@@ -277,7 +282,8 @@ def _run_in_workspace(
     extraction.max_image_size = options.max_image_size
     extraction.sift.max_num_features = options.max_features
     extraction.sift.estimate_affine_shape = True
-    extraction.sift.domain_size_pooling = True
+    extraction.sift.domain_size_pooling = False
+    extraction.sift.peak_threshold = 0.004
     progress("features", 0.35, f"SIFT features on {n} photos")
     pycolmap.extract_features(
         database_path, image_dir, names, camera_mode, reader, extraction, pycolmap.Device.cpu
@@ -285,6 +291,7 @@ def _run_in_workspace(
 
     matching = pycolmap.FeatureMatchingOptions()
     matching.num_threads = options.num_threads
+    matching.sift.max_ratio = 0.85
     verification = pycolmap.TwoViewGeometryOptions()
     verification.min_num_inliers = options.min_num_matches
     verification.ransac.random_seed = seed
@@ -305,27 +312,58 @@ def _run_in_workspace(
         )
     keypoints, inliers = _pair_statistics(database_path, n)
 
-    progress("mapping", 0.6, "incremental mapping with bundle adjustment")
-    mapping = pycolmap.IncrementalPipelineOptions()
-    mapping.min_num_matches = options.min_num_matches
-    mapping.num_threads = options.num_threads
-    mapping.random_seed = seed
-    mapping.min_model_size = 2
-    mapping.ba_refine_principal_point = False
-    # Object-centred shoots have wide baselines and few features on plain backgrounds: accept
-    # smaller (still RANSAC-verified) inlier sets than COLMAP's large-scene defaults.
-    mapping.mapper.init_min_num_inliers = 50
-    mapping.mapper.abs_pose_min_num_inliers = 15
-    mapping.mapper.abs_pose_min_inlier_ratio = 0.15
-    mapping.mapper.init_min_tri_angle = 8.0
-    models = pycolmap.incremental_mapping(database_path, image_dir, work / "sparse", mapping)
-    progress("mapping", 1.0, "")
-    if not models:
+    ranked = _map(database_path, image_dir, work, options, seed, n, progress)
+    if not ranked:
         raise ReconstructionFailed(_failure_message(paths, keypoints, inliers, options))
-    ranked = sorted(models.values(), key=lambda r: r.num_reg_images(), reverse=True)
     return _to_sparse_model(
         ranked, paths, photo_sizes, work_sizes, keypoints, inliers, options.min_num_matches
     )
+
+
+def _map(
+    database_path: Path,
+    image_dir: Path,
+    work: Path,
+    options: SfmOptions,
+    seed: int,
+    n_images: int,
+    progress: Progress,
+) -> list[pycolmap.Reconstruction]:
+    """Incremental mapping; models of the best attempt, largest first.
+
+    The result depends on the initial pair and RANSAC draws, and on wide-baseline object shoots
+    an unlucky start can leave photos out or split the model, so up to ``mapping_attempts`` runs
+    with different seeds are made until one registers every photo.
+    """
+    best: list[pycolmap.Reconstruction] = []
+    for attempt in range(options.mapping_attempts):
+        progress(
+            "mapping",
+            0.6 + 0.4 * attempt / options.mapping_attempts,
+            f"incremental mapping with bundle adjustment (attempt {attempt + 1})",
+        )
+        mapping = pycolmap.IncrementalPipelineOptions()
+        mapping.min_num_matches = options.min_num_matches
+        mapping.num_threads = options.num_threads
+        mapping.random_seed = seed + attempt
+        mapping.min_model_size = 2
+        mapping.ba_refine_principal_point = False
+        mapping.structure_less_registration_fallback = False
+        # Object-centred shoots have wide baselines and few features on plain backgrounds:
+        # accept smaller (still RANSAC-verified) inlier sets than COLMAP's large-scene defaults.
+        mapping.mapper.init_min_num_inliers = 50
+        mapping.mapper.abs_pose_min_num_inliers = 15
+        mapping.mapper.abs_pose_min_inlier_ratio = 0.15
+        mapping.mapper.init_min_tri_angle = 8.0
+        output = work / f"sparse{attempt}"
+        models = pycolmap.incremental_mapping(database_path, image_dir, output, mapping)
+        ranked = sorted(models.values(), key=lambda r: r.num_reg_images(), reverse=True)
+        if ranked and (not best or ranked[0].num_reg_images() > best[0].num_reg_images()):
+            best = ranked
+        if best and best[0].num_reg_images() == n_images:
+            break
+    progress("mapping", 1.0, f"{best[0].num_reg_images() if best else 0} photos registered")
+    return best
 
 
 def _failure_message(
@@ -364,6 +402,13 @@ def _to_sparse_model(
     files, sizes, Ks, c2ws, visible, unregistered = [], [], [], [], [], []
     for k, path in enumerate(paths):
         image = by_index.get(k)
+        support = image.num_points3D if image is not None else 0
+        if image is not None and support < _MIN_SUPPORT:
+            # The mapper accepts poses from fewer inliers to keep chains of wide-baseline views
+            # going, but a final pose this weakly supported is often a mirrored solution.
+            reason = f"its pose rests on only {support} sparse points ({_MIN_SUPPORT} needed)"
+            unregistered.append({"file": path, "reason": reason})
+            continue
         if image is None:
             reason = _unregistered_reason(k, keypoints, inliers, min_matches, group_of.get(k, 0))
             unregistered.append({"file": path, "reason": reason})
@@ -376,6 +421,11 @@ def _to_sparse_model(
             np.array(
                 [point_index[p.point3D_id] for p in image.points2D if p.has_point3D()], np.int64
             )
+        )
+    if len(files) < 2:
+        raise ReconstructionFailed(
+            f"Structure from motion could not place at least two of the {len(paths)} photos "
+            "reliably: " + "; ".join(f"{Path(u['file']).name}: {u['reason']}" for u in unregistered)
         )
     warnings = []
     if unregistered:
