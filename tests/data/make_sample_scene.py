@@ -230,6 +230,17 @@ def camera_gt(obj: bpy.types.Object) -> dict:
     }
 
 
+def object_bbox() -> list[list[float]]:
+    """Axis-aligned world bbox of the objects on the floor (their parts below it are hidden)."""
+    points = np.concatenate([
+        np.array([obj.matrix_world @ v.co for v in obj.data.vertices])
+        for obj in bpy.context.scene.objects if obj.type == "MESH" and obj.name != "Plane"
+    ])
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    lo[2] = max(lo[2], 0.0)
+    return [np.round(lo, 3).tolist(), np.round(hi, 3).tolist()]
+
+
 def render(camera: bpy.types.Object, path: Path, samples: int) -> None:
     scene = bpy.context.scene
     scene.camera = camera
@@ -296,6 +307,7 @@ def main(argv: list[str]) -> int:
         else:
             frames = render_views(cameras, args.out, args.samples, Path(tmp))
             gt = gt_document(frames, args.samples)
+        gt["object_bbox_world"] = object_bbox()
         gt["self_check"] = self_check(cameras, frames, Path(tmp))
     gt_path.write_text(json.dumps(gt, indent=1))
     worst = gt["self_check"]["max_error_px"]
@@ -334,7 +346,6 @@ def gt_document(frames: list[dict], samples: int) -> dict:
         "format": "x_cam = R_w2c @ X_world + t_w2c; OpenCV camera axes (x right, y down, z forward); "
                   "pixel u = fx*x/z + cx, v = fy*y/z + cy with the centre of the top-left pixel at (0,0); "
                   "no lens distortion",
-        "object_bbox_world": [[-1.8, -1.6, 0.0], [2.1, 2.0, 1.6]],
         "num_images": len(frames),
         "frames": frames,
     }
