@@ -171,7 +171,7 @@ def test_working_grid_maps_pixel_centres():
 
 def test_dense_depth_on_rendered_scene_matches_exact_depth():
     images, K, c2w, depth_gt = render_scene()
-    options = MvsOptions(resolution=96, num_hypotheses=48, num_neighbors=4, window=5)
+    options = MvsOptions(resolution=96, num_hypotheses=48, num_neighbors=4, window=5, threads=1)
     views = dense_from_cameras(list(images), K, c2w, options)
     for view, gt, cam2world in zip(views, depth_gt, c2w):
         np.testing.assert_allclose(view.K, K[0], atol=1e-9)  # no resize at this resolution
@@ -203,7 +203,7 @@ def test_dense_with_known_cameras_on_tartanair(shared_dir):
         w2c = np.eye(4)
         w2c[:3, :3], w2c[:3, 3] = f["R_w2c"], f["t_w2c"]
         c2w.append(np.linalg.inv(w2c))
-    options = MvsOptions(resolution=160, num_hypotheses=64, num_neighbors=3, best_k=2)
+    options = MvsOptions(resolution=160, num_hypotheses=64, num_neighbors=3, best_k=2, threads=1)
     views = dense_from_cameras([load_photo(scene / f["file"]) for f in frames], K, np.stack(c2w), options)
     rel_all, kept_share = [], []
     for f, view in zip(frames, views):
