@@ -1,4 +1,4 @@
-"""The classical backend's entry point: photos -> SfM cameras (pycolmap) -> dense MVS -> SceneResult.
+"""The classical backend's entry point: photos -> SfM cameras (pycolmap) -> dense MVS -> result.
 
 Job options (all optional, flat, checked strictly): the fields of :class:`.sfm.SfmOptions`
 (``matcher``, ``camera_model``, ``intrinsics``, ...) and of :class:`.mvs.MvsOptions`
@@ -62,7 +62,8 @@ class ClassicalOptions:
         for name, value in options.items():
             owner, default = defaults[name]
             expected = (int, float) if isinstance(default, float) else type(default)
-            if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, expected):
+            wrong_bool = isinstance(value, bool) != isinstance(default, bool)
+            if wrong_bool or not isinstance(value, expected):
                 raise InputError(
                     f"Classical option {name}={value!r} should be a {type(default).__name__}."
                 )

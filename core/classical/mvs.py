@@ -79,7 +79,8 @@ class MvsOptions:
             )
         if self.window < 3 or self.window % 2 == 0:
             raise InputError(f"Dense option window={self.window} must be an odd number >= 3.")
-        if self.best_k < 1 or self.min_consistent < 1 or self.refine_hypotheses < 0 or self.threads < 0:
+        counts_ok = min(self.best_k, self.min_consistent) >= 1
+        if not counts_ok or min(self.refine_hypotheses, self.threads) < 0:
             raise InputError(
                 "Dense options best_k and min_consistent must be >= 1, refine_hypotheses and "
                 "threads >= 0."
@@ -107,7 +108,9 @@ class DenseView:
     colors: np.ndarray
 
 
-def working_grid(photo_size: tuple[int, int], resolution: int) -> tuple[tuple[int, int], np.ndarray]:
+def working_grid(
+    photo_size: tuple[int, int], resolution: int
+) -> tuple[tuple[int, int], np.ndarray]:
     """Working size ``(W, H)`` (long side ``resolution``, never upscaled) and ``photo_from_map``."""
     w, h = photo_size
     scale = min(1.0, resolution / max(w, h))
@@ -158,7 +161,9 @@ class RefWindows:
         return cls(image, count, mean, var.sqrt())
 
 
-def ncc_cost(ref: RefWindows, warped: torch.Tensor, valid: torch.Tensor, window: int) -> torch.Tensor:
+def ncc_cost(
+    ref: RefWindows, warped: torch.Tensor, valid: torch.Tensor, window: int
+) -> torch.Tensor:
     """``1 - NCC`` between reference windows and warped neighbour windows.
 
     Args:
@@ -239,7 +244,11 @@ class _View:
 
 
 def _prepare_view(
-    image: np.ndarray, K_photo: np.ndarray, cam2world: np.ndarray, resolution: int, device: torch.device
+    image: np.ndarray,
+    K_photo: np.ndarray,
+    cam2world: np.ndarray,
+    resolution: int,
+    device: torch.device,
 ) -> _View:
     h, w = image.shape[:2]
     size, photo_from_map = working_grid((w, h), resolution)
@@ -394,7 +403,9 @@ def _parabola_offset(cost: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.where(interior, offset.clamp(-0.5, 0.5), torch.zeros_like(offset))
 
 
-def semi_global_aggregate(cost: torch.Tensor, gray: torch.Tensor, p1: float, p2: float) -> torch.Tensor:
+def semi_global_aggregate(
+    cost: torch.Tensor, gray: torch.Tensor, p1: float, p2: float
+) -> torch.Tensor:
     """Semi-global cost aggregation (Hirschmueller 2008) along 4 image directions.
 
     ``L_r(p, d) = C(p, d) + min(L_r(p-r, d), L_r(p-r, d+-1) + p1, min_k L_r(p-r, k) + P2(p))
@@ -432,7 +443,9 @@ def semi_global_aggregate(cost: torch.Tensor, gray: torch.Tensor, p1: float, p2:
     return total
 
 
-def _sweep_depth(sweeper: _Sweeper, near: float, far: float, options: MvsOptions) -> tuple[torch.Tensor, torch.Tensor]:
+def _sweep_depth(
+    sweeper: _Sweeper, near: float, far: float, options: MvsOptions
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Depth ``(H, W)`` and its aggregated NCC ``(H, W)`` (-1 where untextured) for one image.
 
     Winner-take-all over the (optionally semi-globally aggregated) costs, a parabola through the
@@ -444,7 +457,8 @@ def _sweep_depth(sweeper: _Sweeper, near: float, far: float, options: MvsOptions
     raw = sweeper.cost(inv.view(-1, 1, 1))
     cost = raw
     if options.smoothness > 0:
-        cost = semi_global_aggregate(raw, sweeper.gray, 0.1 * options.smoothness, options.smoothness)
+        p2 = options.smoothness
+        cost = semi_global_aggregate(raw, sweeper.gray, 0.1 * p2, p2)
     index = cost.argmin(0)
     best_cost = raw.gather(0, index.unsqueeze(0))[0]
     inv_best = inv[index] + _parabola_offset(cost, index) * step
@@ -470,7 +484,11 @@ def _sweep_depth(sweeper: _Sweeper, near: float, far: float, options: MvsOptions
 
 
 def _consistent_count(
-    views: list[_View], depths: list[torch.Tensor], ref: int, neighbors: list[int], options: MvsOptions
+    views: list[_View],
+    depths: list[torch.Tensor],
+    ref: int,
+    neighbors: list[int],
+    options: MvsOptions,
 ) -> torch.Tensor:
     """``(H, W)`` number of neighbours whose depth maps agree with the reference depth."""
     depth_r = depths[ref]
@@ -486,9 +504,8 @@ def _consistent_count(
     pts_r = rays * depth_r.reshape(1, -1)
     count = torch.zeros(h * w, dtype=torch.int32, device=device)
     for j in neighbors:
-        T = torch.as_tensor(
-            np.linalg.inv(views[j].cam2world) @ views[ref].cam2world, dtype=torch.float32, device=device
-        )
+        j_from_ref = np.linalg.inv(views[j].cam2world) @ views[ref].cam2world
+        T = torch.as_tensor(j_from_ref, dtype=torch.float32, device=device)
         K_j = torch.as_tensor(views[j].K, dtype=torch.float32, device=device)
         pts_j = T[:3, :3] @ pts_r + T[:3, 3:4]
         uvw = K_j @ pts_j
@@ -504,7 +521,9 @@ def _consistent_count(
         T_inv = torch.linalg.inv(T)
         back_r = T_inv[:3, :3] @ back_j + T_inv[:3, 3:4]
         uvw_r = K_r @ back_r
-        reproj = torch.hypot(uvw_r[0] / uvw_r[2] - u.reshape(-1), uvw_r[1] / uvw_r[2] - v.reshape(-1))
+        reproj = torch.hypot(
+            uvw_r[0] / uvw_r[2] - u.reshape(-1), uvw_r[1] / uvw_r[2] - v.reshape(-1)
+        )
         rel = (back_r[2] - pts_r[2]).abs() / pts_r[2]
         # Views agree trivially on points too far away for parallax (at infinity only rotation
         # matters), so an agreeing view must also see the point from a different direction.
@@ -560,7 +579,10 @@ def dense_from_cameras(
     if options.threads:
         torch.set_num_threads(options.threads)
     try:
-        return _dense(images, K_photo, cam2world, options, progress, points_world, visible, depth_range, device)
+        return _dense(
+            images, K_photo, cam2world, options, progress, points_world, visible, depth_range,
+            device,
+        )
     finally:
         torch.set_num_threads(threads_before)
 
@@ -578,7 +600,10 @@ def _dense(
 ) -> list[DenseView]:
     n = len(images)
     torch_device = torch.device(device)
-    views = [_prepare_view(images[i], K_photo[i], cam2world[i], options.resolution, torch_device) for i in range(n)]
+    views = [
+        _prepare_view(images[i], K_photo[i], cam2world[i], options.resolution, torch_device)
+        for i in range(n)
+    ]
     coarse_views: list[_View] = []  # a quarter-resolution copy, made when first needed
     depths, nccs, neighbor_lists = [], [], []
     with torch.no_grad():
@@ -589,13 +614,16 @@ def _dense(
                 own_points = points_world[visible[i]] if visible is not None else points_world
             if own_points is None or len(own_points) < 20:
                 if not coarse_views:
+                    coarse = options.resolution // 4
                     coarse_views = [
-                        _prepare_view(images[k], K_photo[k], cam2world[k], options.resolution // 4, torch_device)
+                        _prepare_view(images[k], K_photo[k], cam2world[k], coarse, torch_device)
                         for k in range(n)
                     ]
                 own_points = _coarse_points(coarse_views, i, options)
-            near_far = depth_range if depth_range is not None else _depth_range(views[i], own_points)
-            neighbors = _select_neighbors(views, i, own_points, options.num_neighbors) if len(own_points) else []
+            near_far = depth_range or _depth_range(views[i], own_points)
+            neighbors = []
+            if len(own_points):
+                neighbors = _select_neighbors(views, i, own_points, options.num_neighbors)
             neighbor_lists.append(neighbors)
             if not neighbors or near_far is None:
                 h, w = views[i].gray.shape
@@ -615,17 +643,17 @@ def _dense(
             count = _consistent_count(views, depths, i, neighbor_lists[i], options)
             matched = (nccs[i] >= options.min_ncc) | ((nccs[i] < -0.5) & (options.smoothness > 0))
             keep = (count >= max(needed, 1)) & matched & torch.isfinite(depths[i])
-            out.append(_dense_view(views[i], depths[i], nccs[i], count, keep, len(neighbor_lists[i])))
+            agreement = count.float() / max(len(neighbor_lists[i]), 1)
+            out.append(_dense_view(views[i], depths[i], nccs[i], agreement, keep))
     progress("dense", 1.0, "")
     return out
 
 
 def _dense_view(
-    view: _View, depth: torch.Tensor, ncc: torch.Tensor, count: torch.Tensor, keep: torch.Tensor, n_neighbors: int
+    view: _View, depth: torch.Tensor, ncc: torch.Tensor, agreement: torch.Tensor, keep: torch.Tensor
 ) -> DenseView:
     """Package one image's maps; confidence = mean of NCC and the share of agreeing neighbours."""
     depth_np = torch.where(keep, depth, torch.full_like(depth, float("nan"))).cpu().numpy()
-    agreement = count.float() / max(n_neighbors, 1)
     conf = torch.where(keep, 0.5 * (ncc.clamp(0, 1) + agreement.clamp(0, 1)), torch.zeros_like(ncc))
     h, w = depth_np.shape
     u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))

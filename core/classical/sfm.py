@@ -138,7 +138,7 @@ def exif_camera(path: str | Path) -> tuple[str, float | None]:
 def _write_workspace_images(
     paths: list[str], image_dir: Path, max_image_size: int, progress: Progress
 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """Write EXIF-oriented, downscaled PNG copies ``00000.png, ...``; return photo and work sizes."""
+    """Write EXIF-oriented, downscaled PNG copies ``00000.png, ...``; return photo, work sizes."""
     photo_sizes, work_sizes = [], []
     for k, path in enumerate(paths):
         rgb = load_photo(path)
@@ -230,7 +230,9 @@ def _unregistered_reason(
     )
 
 
-def run_sfm(paths: list[str], options: SfmOptions, progress: Progress, seed: int = 0) -> SparseModel:
+def run_sfm(
+    paths: list[str], options: SfmOptions, progress: Progress, seed: int = 0
+) -> SparseModel:
     """Reconstruct cameras and sparse points of ``paths``; keeps the largest model.
 
     Args:
@@ -436,7 +438,8 @@ def _to_sparse_model(
     if len(ranked) > 1:
         warnings.append(
             f"The photos split into {len(ranked)} separate models of "
-            f"{', '.join(str(r.num_reg_images()) for r in ranked)} photos; only the largest is kept."
+            f"{', '.join(str(r.num_reg_images()) for r in ranked)} photos; only the largest is "
+            "kept."
         )
     for message in warnings:
         log.warning(message)

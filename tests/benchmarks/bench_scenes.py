@@ -1,4 +1,4 @@
-"""Accuracy, time and memory of a backend on the real scenes in ``../shared/scenes`` (see MANIFEST.md).
+"""Accuracy, time and memory of a backend on the real scenes in ``../shared/scenes`` (MANIFEST.md).
 
 Usage (from the repository root):
 
@@ -96,7 +96,9 @@ def pose_scores(errors: np.ndarray) -> dict[str, float]:
     }
 
 
-def depth_scores(images: list[dict], frames_by_file: dict[str, dict], scene_dir: Path, scale_free: bool) -> dict:
+def depth_scores(
+    images: list[dict], frames_by_file: dict[str, dict], scene_dir: Path, scale_free: bool
+) -> dict:
     """AbsRel, d<1.25 and kept share over all images (pixels pooled)."""
     rel_all, ratio_all, kept_n, gt_n = [], [], 0, 0
     for im in images:
@@ -122,7 +124,11 @@ def depth_scores(images: list[dict], frames_by_file: dict[str, dict], scene_dir:
     if not rel_all:
         return {"AbsRel": float("nan"), "d<1.25": float("nan"), "kept": 0.0}
     rel, ratio = np.concatenate(rel_all), np.concatenate(ratio_all)
-    return {"AbsRel": float(rel.mean()), "d<1.25": float((ratio < 1.25).mean()), "kept": kept_n / max(gt_n, 1)}
+    return {
+        "AbsRel": float(rel.mean()),
+        "d<1.25": float((ratio < 1.25).mean()),
+        "kept": kept_n / max(gt_n, 1),
+    }
 
 
 def run_scene(scene: str, args: argparse.Namespace) -> dict:
@@ -182,7 +188,9 @@ def run_scene(scene: str, args: argparse.Namespace) -> dict:
     row["registered"] = len(by_file)
     w2c_pred = [np.linalg.inv(by_file[p].cam2world) if p in by_file else None for p in paths]
     row.update(pose_scores(pair_errors([gt_world2cam(f) for f in frames], w2c_pred)))
-    focal_err = [abs(by_file[p].K_photo[0, 0] / f["fx"] - 1) for p, f in zip(paths, frames) if p in by_file]
+    focal_err = [
+        abs(by_file[p].K_photo[0, 0] / f["fx"] - 1) for p, f in zip(paths, frames) if p in by_file
+    ]
     row["focal_err"] = float(np.median(focal_err)) if focal_err else float("nan")
     if has_depth:
         images = [
@@ -204,16 +212,21 @@ def run_child(scene: str, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "row.json"
         cmd = [sys.executable, __file__, "--child", scene, "--child-out", str(out)]
-        cmd += ["--backend", args.backend, "--weights", args.weights or "", "--options", args.options or ""]
+        cmd += ["--backend", args.backend, "--weights", args.weights or ""]
+        cmd += ["--options", args.options or ""]
         if args.known_cameras:
             cmd.append("--known-cameras")
         # One BLAS/OpenMP thread per process: on a CPU shared with other jobs, more threads spin
         # against each other (measured 20x slower); pycolmap keeps its own thread pool.
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads))
+        threads = str(args.threads)
+        env = dict(os.environ, OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
         proc = subprocess.Popen(cmd, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
-        row = json.loads(out.read_text()) if out.exists() else {"scene": scene, "error": f"exit {proc.returncode}"}
+        if out.exists():
+            row = json.loads(out.read_text())
+        else:
+            row = {"scene": scene, "error": f"exit {proc.returncode}"}
         row["peak_mb"] = usage.ru_maxrss / 1024.0  # kilobytes on Linux
         # CPU seconds used by the scene's process: less sensitive than wall time to other jobs.
         row["cpu_s"] = usage.ru_utime + usage.ru_stime
@@ -228,10 +241,11 @@ def fmt(value: object, spec: str) -> str:
 
 def print_table(rows: list[dict], args: argparse.Namespace) -> None:
     mode = "known cameras (dense only)" if args.known_cameras else f"backend {args.backend}"
-    print(f"\n{mode}; options {args.options or '{}'}; {args.threads} torch/BLAS thread(s); the CPU is")
-    print("shared with other jobs, so times are inflated")
+    print(f"\n{mode}; options {args.options or '{}'}; {args.threads} torch/BLAS thread(s);")
+    print("wall times are inflated when other jobs share the CPU (cpu s is less affected)")
     header = f"{'scene':24s} {'reg':>7s} {'RRA@15':>7s} {'RTA@15':>7s} {'mAA30':>6s} {'f err':>7s} "
-    header += f"{'time s':>7s} {'cpu s':>7s} {'peak MB':>8s} {'AbsRel':>7s} {'d<1.25':>7s} {'kept':>6s}"
+    header += f"{'time s':>7s} {'cpu s':>7s} {'peak MB':>8s} "
+    header += f"{'AbsRel':>7s} {'d<1.25':>7s} {'kept':>6s}"
     print(header)
     for r in rows:
         if "skipped" in r:
@@ -242,7 +256,8 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         line += f"{fmt(r.get('mAA(30)'), '.3f'):>6s} {fmt(r.get('focal_err'), '.2%'):>7s} "
         line += f"{fmt(r.get('time_s'), '.1f'):>7s} {fmt(r.get('cpu_s'), '.1f'):>7s} "
         line += f"{fmt(r.get('peak_mb'), '.0f'):>8s} "
-        line += f"{fmt(r.get('AbsRel'), '.4f'):>7s} {fmt(r.get('d<1.25'), '.3f'):>7s} {fmt(r.get('kept'), '.3f'):>6s}"
+        line += f"{fmt(r.get('AbsRel'), '.4f'):>7s} {fmt(r.get('d<1.25'), '.3f'):>7s} "
+        line += f"{fmt(r.get('kept'), '.3f'):>6s}"
         print(line)
         if "error" in r:
             print(f"    error: {r['error']}")
@@ -253,7 +268,9 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--backend", default="classical", choices=("classical", "dust3r"))
     parser.add_argument("--weights", default="", help="DUSt3R weights file (dust3r backend)")
     parser.add_argument("--options", default="", help="backend options as JSON")

@@ -82,7 +82,8 @@ def _cast(K, c2w, w, h, dx, dy):
     on_slab = (np.abs(hit_slab[..., 0]) < 0.5) & (np.abs(hit_slab[..., 1]) < 0.4)
     t = np.where(on_slab, t_slab, t_wall)
     hit = origin + t[..., None] * rays
-    colour = np.where(on_slab, _texture(hit[..., 0], hit[..., 1], 1), _texture(hit[..., 0], hit[..., 1], 2))
+    slab, wall = _texture(hit[..., 0], hit[..., 1], 1), _texture(hit[..., 0], hit[..., 1], 2)
+    colour = np.where(on_slab, slab, wall)
     return 0.1 + 0.8 * colour, t * rays_cam[..., 2]
 
 
@@ -103,7 +104,8 @@ def test_ncc_cost_matches_float64_recomputation():
     warped = np.stack([ref * 0.5 + 0.2, rng.random((20, 24)), 1 - ref]).astype(np.float32)
     valid = np.ones(warped.shape, bool)
     valid[1, 3, 4] = False
-    cost = ncc_cost(RefWindows.of(torch.from_numpy(ref), 5), torch.from_numpy(warped), torch.from_numpy(valid), 5)
+    ref_windows = RefWindows.of(torch.from_numpy(ref), 5)
+    cost = ncc_cost(ref_windows, torch.from_numpy(warped), torch.from_numpy(valid), 5)
     r64, w64 = ref.astype(np.float64), warped.astype(np.float64)
     for d, i, j in [(0, 10, 12), (1, 5, 7), (2, 0, 0), (1, 19, 23), (1, 3, 4)]:
         a = r64[max(i - 2, 0) : i + 3, max(j - 2, 0) : j + 3].ravel()
@@ -130,7 +132,8 @@ def test_warp_matches_float64_projection_and_bilinear_sampling():
     K_src = np.array([[55.0, 0, 20.0], [0, 52.0, 15.0], [0, 0, 1]])
     angle = np.radians(4.0)
     src_from_ref = np.eye(4)
-    src_from_ref[:3, :3] = [[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]]
+    c, s = np.cos(angle), np.sin(angle)
+    src_from_ref[:3, :3] = [[c, 0, s], [0, 1, 0], [-s, 0, c]]
     src_from_ref[:3, 3] = [0.3, -0.05, 0.1]
     h, w = 12, 16
     u, v = np.meshgrid(np.arange(w) * 2.0 + 4, np.arange(h) * 2.0 + 3)
@@ -204,14 +207,16 @@ def test_dense_with_known_cameras_on_tartanair(shared_dir):
         w2c[:3, :3], w2c[:3, 3] = f["R_w2c"], f["t_w2c"]
         c2w.append(np.linalg.inv(w2c))
     options = MvsOptions(resolution=160, num_hypotheses=64, num_neighbors=3, best_k=2, threads=1)
-    views = dense_from_cameras([load_photo(scene / f["file"]) for f in frames], K, np.stack(c2w), options)
+    photos = [load_photo(scene / f["file"]) for f in frames]
+    views = dense_from_cameras(photos, K, np.stack(c2w), options)
     rel_all, kept_share = [], []
     for f, view in zip(frames, views):
         gt = _read_depth(scene / f["depth"])
         P = view.photo_from_map
         h, w = view.depth.shape
         u, v = np.meshgrid(np.arange(w), np.arange(h))
-        g = gt[np.round(P[1, 1] * v + P[1, 2]).astype(int), np.round(P[0, 0] * u + P[0, 2]).astype(int)]
+        rows = np.round(P[1, 1] * v + P[1, 2]).astype(int)
+        g = gt[rows, np.round(P[0, 0] * u + P[0, 2]).astype(int)]
         kept = np.isfinite(view.depth) & (g > 0)
         kept_share.append(kept.sum() / (g > 0).sum())
         rel_all.append(np.abs(view.depth[kept] - g[kept]) / g[kept])
