@@ -283,6 +283,9 @@ def _run_in_workspace(
     extraction.num_threads = options.num_threads
     extraction.max_image_size = options.max_image_size
     extraction.sift.max_num_features = options.max_features
+    # Affine-adapted SIFT copes better with the wide baselines of object shoots; a lower peak
+    # threshold than COLMAP's 0.0067 finds enough features on small photos with plain
+    # backgrounds (measured on the benchmark scenes; domain-size pooling cost 3x for no gain).
     extraction.sift.estimate_affine_shape = True
     extraction.sift.domain_size_pooling = False
     extraction.sift.peak_threshold = 0.004
@@ -293,6 +296,8 @@ def _run_in_workspace(
 
     matching = pycolmap.FeatureMatchingOptions()
     matching.num_threads = options.num_threads
+    # A slightly looser ratio test than 0.8 links more wide-baseline pairs; geometric
+    # verification removes the extra false matches (0.9 let mirrored poses through).
     matching.sift.max_ratio = 0.85
     verification = pycolmap.TwoViewGeometryOptions()
     verification.min_num_inliers = options.min_num_matches
