@@ -146,3 +146,21 @@ def test_backend_end_to_end_on_dtu_subset(shared_dir, tmp_path):
     result.save(tmp_path / "result")
     loaded = SceneResult.load(tmp_path / "result")
     assert len(loaded.images) == len(paths) and loaded.sparse_points.shape[1] == 3
+
+
+def test_exif_focal_from_35mm_equivalent(tmp_path):
+    from core.classical.sfm import exif_camera
+
+    image = Image.new("RGB", (400, 300), (90, 90, 90))
+    exif = Image.Exif()
+    exif[271], exif[272] = "Maker", "Phone 1"
+    exif.get_ifd(0x8769)[41989] = 28  # FocalLengthIn35mmFilm
+    path = tmp_path / "exif.jpg"
+    image.save(path, exif=exif)
+    name, focal = exif_camera(path)
+    # 28 mm on the 43.27 mm full-frame diagonal, scaled to the 500 px image diagonal.
+    assert name == "Maker Phone 1"
+    assert focal == pytest.approx(28 / np.hypot(36, 24) * 500)
+    plain = tmp_path / "plain.png"
+    image.save(plain)
+    assert exif_camera(plain) == ("", None)
