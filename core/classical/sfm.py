@@ -14,6 +14,9 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +24,7 @@ import numpy as np
 import pycolmap
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-from ..errors import InputError, ReconstructionFailed
+from ..errors import Cancelled, InputError, ReconstructionFailed
 from ..images import load_photo
 from ..progress import Progress
 
@@ -230,6 +233,30 @@ def _unregistered_reason(
     )
 
 
+@contextmanager
+def _colmap_cancellation(progress: Progress) -> Iterator[pycolmap.CancellationToken]:
+    """A pycolmap cancellation token that follows the job's cancel flag, so a cancel stops
+    feature extraction, matching or mapping mid-way (pycolmap then raises InterruptedError)."""
+    token = pycolmap.CancellationToken()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.2):
+            if progress.cancel.cancelled:
+                token.cancel()
+                return
+
+    watcher = threading.Thread(target=watch, name="colmap-cancel", daemon=True)
+    watcher.start()
+    try:
+        yield token
+    except InterruptedError as exc:
+        raise Cancelled("Cancelled by the user.") from exc
+    finally:
+        stop.set()
+        watcher.join()
+
+
 def run_sfm(
     paths: list[str], options: SfmOptions, progress: Progress, seed: int = 0
 ) -> SparseModel:
@@ -253,7 +280,10 @@ def run_sfm(
         image_dir.mkdir()
         database_path = work / "database.db"
         pycolmap.set_random_seed(seed)
-        return _run_in_workspace(paths, options, progress, image_dir, database_path, work, seed)
+        with _colmap_cancellation(progress) as token:
+            return _run_in_workspace(
+                paths, options, progress, image_dir, database_path, work, seed, token
+            )
 
 
 def _run_in_workspace(
@@ -264,6 +294,7 @@ def _run_in_workspace(
     database_path: Path,
     work: Path,
     seed: int,
+    token: pycolmap.CancellationToken,
 ) -> SparseModel:
     n = len(paths)
     exif = [exif_camera(p) for p in paths]
@@ -291,7 +322,8 @@ def _run_in_workspace(
     extraction.sift.peak_threshold = 0.004
     progress("features", 0.35, f"SIFT features on {n} photos")
     pycolmap.extract_features(
-        database_path, image_dir, names, camera_mode, reader, extraction, pycolmap.Device.cpu
+        database_path, image_dir, names, camera_mode, reader, extraction, pycolmap.Device.cpu,
+        token,
     )
 
     matching = pycolmap.FeatureMatchingOptions()
@@ -310,16 +342,16 @@ def _run_in_workspace(
         pairing = pycolmap.SequentialPairingOptions()
         pairing.overlap = options.sequential_overlap
         pycolmap.match_sequential(
-            database_path, matching, pairing, verification, pycolmap.Device.cpu
+            database_path, matching, pairing, verification, pycolmap.Device.cpu, token
         )
     else:
         pycolmap.match_exhaustive(
             database_path, matching, pycolmap.ExhaustivePairingOptions(), verification,
-            pycolmap.Device.cpu,
+            pycolmap.Device.cpu, token,
         )
     keypoints, inliers = _pair_statistics(database_path, n)
 
-    ranked = _map(database_path, image_dir, work, options, seed, n, progress)
+    ranked = _map(database_path, image_dir, work, options, seed, n, progress, token)
     if not ranked:
         raise ReconstructionFailed(_failure_message(paths, keypoints, inliers, options))
     return _to_sparse_model(
@@ -335,6 +367,7 @@ def _map(
     seed: int,
     n_images: int,
     progress: Progress,
+    token: pycolmap.CancellationToken,
 ) -> list[pycolmap.Reconstruction]:
     """Incremental mapping; models of the best attempt, largest first.
 
@@ -363,7 +396,9 @@ def _map(
         mapping.mapper.abs_pose_min_inlier_ratio = 0.15
         mapping.mapper.init_min_tri_angle = 8.0
         output = work / f"sparse{attempt}"
-        models = pycolmap.incremental_mapping(database_path, image_dir, output, mapping)
+        models = pycolmap.incremental_mapping(
+            database_path, image_dir, output, mapping, cancellation_token=token
+        )
         ranked = sorted(models.values(), key=lambda r: r.num_reg_images(), reverse=True)
         if ranked and (not best or ranked[0].num_reg_images() > best[0].num_reg_images()):
             best = ranked

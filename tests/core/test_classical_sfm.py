@@ -4,6 +4,7 @@ bad input (textureless photos, bad options, too few photos) and cancellation."""
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pycolmap
@@ -164,3 +165,20 @@ def test_exif_focal_from_35mm_equivalent(tmp_path):
     plain = tmp_path / "plain.png"
     image.save(plain)
     assert exif_camera(plain) == ("", None)
+
+
+def test_cancel_during_feature_extraction(shared_dir):
+    paths, _ = _dtu(shared_dir)
+    token = CancelToken()
+    messages = []
+
+    def on_progress(stage, fraction, message):
+        messages.append((stage, message))
+        if message.startswith("SIFT features"):
+            # Cancel while pycolmap is extracting (no progress call happens until it returns).
+            threading.Timer(0.5, token.cancel).start()
+
+    with pytest.raises(Cancelled):
+        run(JobConfig(images=tuple(paths[:3])), Progress(on_progress, token))
+    # No progress after the extraction started: pycolmap itself stopped.
+    assert messages[-1][1].startswith("SIFT features")
