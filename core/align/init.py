@@ -109,7 +109,8 @@ def initialise(
         if own:
             best = max(own, key=lambda e: score[e])
             pts_cam, w = blocks[(best, True)]
-            _, cam_R[n], cam_c[n] = fit_similarity(pts_cam, pts3d[n], w)
+            if n != root:  # the root's camera frame is the world
+                _, cam_R[n], cam_c[n] = fit_similarity(pts_cam, pts3d[n], w)
             if not np.isfinite(focal[n]).all():
                 focal[n] = focal_from_pointmap(pts_cam, uv, pp[n], w)
                 estimated.append(n)

@@ -9,7 +9,8 @@ depths are not parameters here: for given cameras and similarities they have a c
 Parameters are small corrections to a reference state (rotation vectors, translations in units of
 the scene size, log focal, log scale), so they are all of order one. Fixed quantities (known poses
 or intrinsics, the gauge camera) are masked. The pairwise scales are pinned to a geometric mean of
-``base_scale`` (the reference's normalisation) unless known poses fix the units.
+``base_scale`` (the reference's normalisation; with known poses, the mean that fits them), as
+the unsquared loss otherwise pulls the scene smaller.
 """
 
 from __future__ import annotations
@@ -62,25 +63,25 @@ class Freedom:
         focal_group: ``(N,)`` int, images sharing a focal parameter share a group.
         group_free: ``(G,)`` bool, groups whose focal is optimised.
         pp_free: ``(N,)`` bool, images whose principal point is optimised.
-        pin_scale: pin the geometric mean of the pairwise scales.
     """
 
     pose_free: np.ndarray
     focal_group: np.ndarray
     group_free: np.ndarray
     pp_free: np.ndarray
-    pin_scale: bool
 
 
 class SceneModel:
     """Differentiable cameras and edge similarities around a reference :class:`SceneState`."""
 
-    def __init__(self, state: SceneState, freedom: Freedom, base_scale: float, length: float):
-        as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
+    def __init__(self, state: SceneState, freedom: Freedom, base_scale: float, length: float,
+                 dtype: torch.dtype = torch.float64):
+        as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype)  # noqa: E731
         self.ref = state
+        self.freedom = freedom
+        self.base_scale = base_scale
         self.length = length
         self.base_log_scale = float(np.log(base_scale))
-        self.pin_scale = freedom.pin_scale
         n, e = len(state.cam_c), len(state.edge_s)
         self.cam_R0, self.cam_c0 = as_t(state.cam_R), as_t(state.cam_c)
         self.focal0, self.pp0 = as_t(state.focal), as_t(state.pp)
@@ -91,7 +92,7 @@ class SceneModel:
         self.group_mask = as_t(freedom.group_free)
         self.pp_mask = as_t(freedom.pp_free)[:, None]
         self.size = self.pp0.abs().max(1, keepdim=True).values.clamp(min=1.0)
-        zeros = lambda *s: torch.zeros(*s, dtype=torch.float64, requires_grad=True)  # noqa: E731
+        zeros = lambda *s: torch.zeros(*s, dtype=dtype, requires_grad=True)  # noqa: E731
         self.cam_omega, self.cam_tau = zeros(n, 3), zeros(n, 3)
         self.log_focal = zeros(len(freedom.group_free))
         self.pp_delta = zeros(n, 2)
@@ -114,13 +115,15 @@ class SceneModel:
         R = rotation_from_vector(self.edge_omega) @ self.edge_R0
         t = self.edge_t0 + self.length * self.edge_tau
         log_s = self.edge_logs0 + self.edge_sigma
-        if self.pin_scale:
-            log_s = log_s - log_s.mean() + self.base_log_scale
-        return R, t, torch.exp(log_s)
+        return R, t, torch.exp(log_s - log_s.mean() + self.base_log_scale)
 
     def state(self) -> SceneState:
-        """The current values as a :class:`SceneState`."""
+        """The current values as a :class:`SceneState`, evaluated in float64 so that fixed
+        quantities (known intrinsics and poses) come back bit for bit."""
+        twin = SceneModel(self.ref, self.freedom, self.base_scale, self.length, torch.float64)
         with torch.no_grad():
-            R, c, focal, pp = self.cameras()
-            eR, et, es = self.edges()
-        return SceneState(*(x.numpy().copy() for x in (R, c, focal, pp, eR, et, es)))
+            for mine, theirs in zip(twin.parameters(), self.parameters()):
+                mine.copy_(theirs)
+            R, c, focal, pp = twin.cameras()
+            eR, et, es = twin.edges()
+        return SceneState(*(x.numpy() for x in (R, c, focal, pp, eR, et, es)))

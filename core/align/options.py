@@ -46,7 +46,7 @@ class AlignOptions:
     optimizer: str = "lbfgs"
     lr: float | None = None
     schedule: str = "cosine"
-    opt_pixels: int = 2048
+    opt_pixels: int = 4096
     shared_focal: bool = False
     known_focals: tuple[float | None, ...] | None = None
     known_intrinsics: tuple[Any, ...] | None = None

@@ -23,6 +23,9 @@ from .options import AlignOptions
 
 log = logging.getLogger(__name__)
 
+DTYPE = torch.float32
+"""Precision of the camera optimisation (memory-bound: float32 is twice as fast)."""
+
 EPS_RELATIVE = 1e-3
 """Smoothing of the unsquared distance, relative to the scene's median depth."""
 
@@ -76,12 +79,13 @@ def _freedom(n: int, root: int, known_focal, known_pp, known_poses, options) -> 
     group_free = np.array([not focal_known[group == g].all() if (group == g).any() else False
                            for g in range(group.max() + 1)])
     pp_free = np.full(n, options.optimize_pp) & ~np.isfinite(known_pp).all(1)
-    return Freedom(pose_free, group, group_free, pp_free, pin_scale=len(known_poses) < 2)
+    return Freedom(pose_free, group, group_free, pp_free)
 
 
-def _tensors(obs: Observations) -> dict[str, torch.Tensor]:
-    names = ("uv", "pixel_image", "pts", "weight", "obs_pixel", "obs_edge")
-    return {k: torch.from_numpy(np.ascontiguousarray(getattr(obs, k))) for k in names}
+def _tensors(obs: Observations, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    out = {k: torch.from_numpy(getattr(obs, k)) for k in ("pixel_image", "obs_pixel", "obs_edge")}
+    out.update({k: torch.from_numpy(getattr(obs, k)).to(dtype) for k in ("uv", "pts", "weight")})
+    return out
 
 
 def _median_depth(state: SceneState, obs: Observations) -> float:
@@ -178,12 +182,20 @@ def align(
     eps = EPS_RELATIVE * length
 
     if options.iterations > 0 and n > 2:
-        freedom = _freedom(n, root, known_focal, known_pp, known_poses, options)
-        model = SceneModel(state, freedom, options.base_scale, length)
-        loss_fn = AlignmentLoss(_tensors(obs), eps)
-        optimise(model, loss_fn, options.iterations, options.optimizer, options.step_size,
-                 options.schedule, progress.sub(0.0, 0.8) if progress is not None else None)
+        # All poses known: they stay fixed. Some known: they would pull the scene's scale
+        # towards an early estimate, so they are optimised too and the result is moved onto them
+        # afterwards by a similarity.
+        fixed_poses = known_poses if len(known_poses) == n else {}
+        freedom = _freedom(n, root, known_focal, known_pp, fixed_poses, options)
+        # Pin the pairwise scales where the initialisation put them (the known poses' units).
+        base_scale = float(np.exp(np.log(state.edge_s).mean()))
+        model = SceneModel(state, freedom, base_scale, length, DTYPE)
+        optimise(model, AlignmentLoss(_tensors(obs, DTYPE), eps), options.iterations,
+                 options.optimizer, options.step_size, options.schedule,
+                 progress.sub(0.0, 0.8) if progress is not None else None)
         state = model.state()
+        if known_poses:
+            fix_gauge(state, known_poses, options.base_scale)
 
     depth, pts, conf = [], [], []
     for k in range(n):
