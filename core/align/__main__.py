@@ -36,7 +36,8 @@ def _options(text: str | None) -> AlignOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.align", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m core.align",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("cache", help="pair-predictions .npz file")
     parser.add_argument("--out", required=True, help="folder for result.json + result.npz")
     parser.add_argument("--options", help="JSON object (or .json file) of alignment options")

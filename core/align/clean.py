@@ -57,7 +57,8 @@ def clean_confidence(
             idx = np.flatnonzero(inside)
             pix = v[idx].astype(np.int64) * w + u[idx].astype(np.int64)
             occluding_depth = depth[j].reshape(-1)[pix]
-            hidden = (z[idx] < (1 - tol) * occluding_depth) & (conf_i[idx] < conf[j].reshape(-1)[pix])
+            more_confident = conf_i[idx] < conf[j].reshape(-1)[pix]
+            hidden = (z[idx] < (1 - tol) * occluding_depth) & more_confident
             bad[idx[hidden]] = True
         out.append(np.where(bad, 0.0, conf_i).reshape(conf[i].shape).astype(np.float32))
     return out

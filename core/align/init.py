@@ -131,7 +131,8 @@ def initialise(
     for e, (i, j) in enumerate(edges):
         src = np.concatenate([blocks[(e, True)][0], blocks[(e, False)][0]])
         w = np.concatenate([blocks[(e, True)][1], blocks[(e, False)][1]])
-        edge_s[e], edge_R[e], edge_t[e] = fit_similarity(src, np.concatenate([pts3d[i], pts3d[j]]), w)
+        dst = np.concatenate([pts3d[i], pts3d[j]])
+        edge_s[e], edge_R[e], edge_t[e] = fit_similarity(src, dst, w)
     state = SceneState(cam_R, cam_c, focal, pp, edge_R, edge_t, edge_s)
     return state, root
 

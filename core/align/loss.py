@@ -55,7 +55,8 @@ class AlignmentLoss:
     def targets(self, model: SceneModel) -> torch.Tensor:
         """``(K, 3)`` every observation mapped to the world by its edge's similarity."""
         R, t, s = model.edges()
-        moved = torch.baddbmm(t[:, None, :], self.padded_pts, (s[:, None, None] * R).transpose(1, 2))
+        scaled = (s[:, None, None] * R).transpose(1, 2)
+        moved = torch.baddbmm(t[:, None, :], self.padded_pts, scaled)
         return moved.reshape(-1, 3)[self.flat]
 
     def residuals(self, model: SceneModel) -> torch.Tensor:
@@ -77,6 +78,6 @@ class AlignmentLoss:
             return float((self.weight * dist).sum()) / self.total_weight
 
     def __call__(self, model: SceneModel) -> torch.Tensor:
-        """The reweighted squared loss (same gradient as the paper's loss at the current weights)."""
+        """The reweighted squared loss (the paper's loss's gradient at the current weights)."""
         r = self.residuals(model)
         return 0.5 * (self.robust_weight * (r * r).sum(-1)).sum() / self.total_weight

@@ -30,7 +30,8 @@ class SceneState:
     Attributes:
         cam_R: ``(N, 3, 3)`` cam2world rotations; ``cam_c``: ``(N, 3)`` camera centres.
         focal: ``(N, 2)`` ``(fx, fy)`` on the map grid; ``pp``: ``(N, 2)`` principal points.
-        edge_R: ``(E, 3, 3)``, ``edge_t``: ``(E, 3)``, ``edge_s``: ``(E,)`` edge-to-world similarities.
+        edge_R: ``(E, 3, 3)``, ``edge_t``: ``(E, 3)``, ``edge_s``: ``(E,)``: edge-to-world
+            similarities.
     """
 
     cam_R: np.ndarray

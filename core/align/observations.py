@@ -73,7 +73,8 @@ def side_arrays(
     # log(conf) as the reference; a tiny floor keeps unit-confidence inputs usable.
     weight = np.log(np.maximum(np.where(valid, conf, 1), 1))
     weight = np.where(valid, np.maximum(weight, 1e-4), 0).astype(dtype)
-    return np.where(valid[:, None], pts, 0).astype(dtype), weight, np.where(valid, conf, 0).astype(dtype)
+    pts = np.where(valid[:, None], pts, 0).astype(dtype)
+    return pts, weight, np.where(valid, conf, 0).astype(dtype)
 
 
 def subgrid(shape: tuple[int, int], max_pixels: int) -> tuple[np.ndarray, np.ndarray]:

@@ -156,8 +156,8 @@ def align(
         left_out = [k for part in parts[1:] for k in part]
         names = ", ".join(preds.views[k].file for k in left_out)
         warnings.append(f"The pair graph is disconnected: {names} could not be connected to the "
-                        f"other {len(image_ids)} images; add pairs (a larger window or the complete "
-                        f"graph) to include them.")
+                        f"other {len(image_ids)} images; add pairs (a larger window or the "
+                        "complete graph) to include them.")
         unregistered = [{"file": preds.views[k].file,
                          "reason": "not connected to the largest group of images by any pair"}
                         for k in left_out]

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import synthetic_pairs
+from synthetic_pairs import one_thread  # noqa: F401 (autouse fixture)
 from core.align import AlignOptions, align
 from core.align.__main__ import main as cli_main
 from core.errors import Cancelled, FormatError, InputError
@@ -18,15 +18,6 @@ from core.progress import CancelToken, Progress
 from core.result import SceneResult
 
 BAR = dict(focal=0.01, rotation=0.3, translation=2.0)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These small problems run fastest on one thread (and do not fight other processes)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def small_scene(n=4, seed=20, **kw):

@@ -67,8 +67,9 @@ def test_depth_solve_minimises_the_robust_cost():
     rays = torch.tensor(rng.normal(size=(4, 3)) * 0.2 + [0, 0, 1])
     pixel = torch.arange(4).repeat(5)
     true_depth = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
-    targets = origin[pixel] + (true_depth[pixel] + torch.tensor(rng.normal(size=20)) * 0.1)[:, None] \
-        * rays[pixel] + torch.tensor(rng.normal(size=(20, 3))) * 0.05
+    noisy_depth = true_depth[pixel] + torch.tensor(rng.normal(size=20)) * 0.1
+    targets = origin[pixel] + noisy_depth[:, None] * rays[pixel] \
+        + torch.tensor(rng.normal(size=(20, 3))) * 0.05
     weight = torch.tensor(rng.uniform(0.5, 2, size=20))
     depth = solve_depth(origin, rays, targets, weight, pixel, eps=1e-9, iterations=100).numpy()
     for p in range(4):  # brute force: the 1-D cost on a fine grid

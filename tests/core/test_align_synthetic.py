@@ -10,23 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import synthetic_pairs
+from synthetic_pairs import one_thread  # noqa: F401 (autouse fixture)
 from core.align import AlignOptions, align
 from core.pairs import make_pairs
 from core.progress import Progress
 
 NOISY = dict(focal=0.01, rotation=0.3, translation=2.0, points=0.005)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These small problems run fastest on one thread (and do not fight other processes)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def check(errors: dict, bar: dict) -> None:

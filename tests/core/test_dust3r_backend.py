@@ -16,6 +16,7 @@ from core.dust3r.model import Dust3rNet
 from core.errors import InputError
 from core.progress import Progress
 from core.result import SceneResult
+from synthetic_pairs import one_thread  # noqa: F401 (autouse fixture: one torch thread)
 
 TINY = ModelConfig(enc_embed_dim=32, enc_depth=1, enc_num_heads=2, dec_embed_dim=24, dec_depth=1,
                    dec_num_heads=2, head_type="linear", img_size=(224, 224))
@@ -47,33 +48,28 @@ def weights(tmp_path):
 
 
 def test_backend_runs_network_caches_and_aligns(photos, weights, tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        job = JobConfig(images=tuple(photos), backend="dust3r", cache_dir=str(tmp_path / "cache"),
-                        options={"weights": weights, "image_size": 224, "precision": "fp32",
-                                 "iterations": 5, "known_focals": [None, 200.0, None, None]})
-        stages = []
-        result = run(job, Progress(lambda stage, f, m: stages.append(stage)))
-        assert "inference" in stages and "align" in stages
-        assert [im.file for im in result.images] == photos[:3]
-        assert result.unregistered[0]["file"] == photos[3]
-        assert any("broken.jpg" in w for w in result.warnings)
-        # The known focal is given in photo pixels (80x60 photo -> 224x224 network crop).
-        assert result.images[1].K_photo[0, 0] == pytest.approx(200.0, rel=1e-9)
-        for im in result.images:
-            assert im.pts3d_world.shape == (224, 224, 3) and np.isfinite(im.cam2world).all()
-        (cached,) = (tmp_path / "cache").glob("pairs-*.npz")
-        # A second run with other alignment options reads the cache: no network.
-        stages.clear()
-        again = run(JobConfig(**{**job.__dict__, "options": {**job.options, "iterations": 0}}),
-                    Progress(lambda stage, f, m: stages.append(stage)))
-        assert "inference" not in stages
-        assert len(again.images) == 3
-        result.save(tmp_path / "out")
-        assert len(SceneResult.load(tmp_path / "out").images) == 3
-    finally:
-        torch.set_num_threads(threads)
+    job = JobConfig(images=tuple(photos), backend="dust3r", cache_dir=str(tmp_path / "cache"),
+                    options={"weights": weights, "image_size": 224, "precision": "fp32",
+                             "iterations": 5, "known_focals": [None, 200.0, None, None]})
+    stages = []
+    result = run(job, Progress(lambda stage, f, m: stages.append(stage)))
+    assert "inference" in stages and "align" in stages
+    assert [im.file for im in result.images] == photos[:3]
+    assert result.unregistered[0]["file"] == photos[3]
+    assert any("broken.jpg" in w for w in result.warnings)
+    # The known focal is given in photo pixels (80x60 photo -> 224x224 network crop).
+    assert result.images[1].K_photo[0, 0] == pytest.approx(200.0, rel=1e-9)
+    for im in result.images:
+        assert im.pts3d_world.shape == (224, 224, 3) and np.isfinite(im.cam2world).all()
+    (cached,) = (tmp_path / "cache").glob("pairs-*.npz")
+    # A second run with other alignment options reads the cache: no network.
+    stages.clear()
+    again = run(JobConfig(**{**job.__dict__, "options": {**job.options, "iterations": 0}}),
+                Progress(lambda stage, f, m: stages.append(stage)))
+    assert "inference" not in stages
+    assert len(again.images) == 3
+    result.save(tmp_path / "out")
+    assert len(SceneResult.load(tmp_path / "out").images) == 3
 
 
 def test_cache_key_changes_with_inputs(photos, weights):
