@@ -45,7 +45,9 @@ class MvsOptions:
         num_hypotheses: depth planes of the main sweep (uniform in inverse depth).
         refine_hypotheses: per-pixel hypotheses of the second sweep around the first estimate
             (0 = no second sweep).
-        num_neighbors: neighbour views per reference image.
+        num_neighbors: neighbour views swept per reference image.
+        check_neighbors: neighbour views (best first, the swept ones included) whose depth maps
+            may confirm a pixel; checking is cheap, so more views than swept raise coverage.
         best_k: NCC costs averaged per pixel (the lowest of the neighbours').
         window: NCC window side (odd, pixels of the working grid).
         min_consistent: neighbours whose depth must agree for a pixel to be kept.
@@ -63,6 +65,7 @@ class MvsOptions:
     num_hypotheses: int = 64
     refine_hypotheses: int = 8
     num_neighbors: int = 4
+    check_neighbors: int = 8
     best_k: int = 2
     window: int = 7
     min_consistent: int = 2
@@ -621,10 +624,12 @@ def _dense(
                     ]
                 own_points = _coarse_points(coarse_views, i, options)
             near_far = depth_range or _depth_range(views[i], own_points)
-            neighbors = []
+            ranked = []
             if len(own_points):
-                neighbors = _select_neighbors(views, i, own_points, options.num_neighbors)
-            neighbor_lists.append(neighbors)
+                count = max(options.num_neighbors, options.check_neighbors)
+                ranked = _select_neighbors(views, i, own_points, count)
+            neighbors = ranked[: options.num_neighbors]
+            neighbor_lists.append(ranked[: options.check_neighbors])
             if not neighbors or near_far is None:
                 h, w = views[i].gray.shape
                 depths.append(torch.full((h, w), float("nan"), device=torch_device))
