@@ -25,7 +25,7 @@ from ..core.errors import InputError, ReconstructionError
 from ..core.job import Job, JobStatus, run_job
 from ..core.worker import RESULT_DIR
 from ..ui import preferences
-from ..ui.properties import to_job_config
+from ..ui.properties import resolve_backend, to_job_config
 from . import job_display
 from .apply import apply_result
 from .dependencies import worker_extra_paths
@@ -90,6 +90,9 @@ class RECON_OT_reconstruct(bpy.types.Operator):
         if not isinstance(extra, dict):
             raise InputError(f"Options must be a JSON object, not {self.options_json!r}.")
         backend = "" if self.backend == "PANEL" else self.backend
+        note = "" if backend else resolve_backend(props, prefs)[1]
+        if note:  # e.g. DUSt3R chosen without weights: say that the classical backend runs
+            self.report({"WARNING"}, note)
         config = to_job_config(props, prefs, self.directory, backend, extra)
         directory = self.directory or props.directory
         worker = {"python": preferences.worker_python(prefs), "extra_paths": worker_extra_paths(prefs)}

@@ -110,3 +110,14 @@ def test_cli_stopped_by_sigterm_stops_its_worker(recon_photos, tmp_path):
     with pytest.raises(ProcessLookupError):
         os.kill(worker_pid, 0)  # the worker is gone too
     assert not (tmp_path / "s.blend").exists()
+
+
+def test_cli_warns_when_dust3r_has_no_weights(recon_photos, tmp_path):
+    # The classical backend then runs instead; it refuses the synthetic backend's crash option
+    # (or, without torch/pycolmap, cannot start), so the run fails fast after the warning.
+    run = _cli("--images", recon_photos, "--out", tmp_path / "s.blend", "--backend", "dust3r",
+               "--weights-dir", tmp_path / "no_weights", "--options", '{"crash": "exception"}',
+               "--cache-dir", tmp_path / "cache", cwd=tmp_path)
+    assert "No DUSt3R weights found in" in run.stdout + run.stderr
+    assert "the classical backend is used" in run.stdout + run.stderr
+    assert run.returncode == 1 and "photo_recon: error:" in run.stderr
