@@ -63,7 +63,7 @@ def test_preference_defaults_are_blenders_python_and_user_folders(registered):
 
 
 def test_settings_become_a_job_config(registered, recon_photos, tmp_path):
-    from photo_recon.ui.properties import resolve_backend, to_job_config
+    from photo_recon.ui.properties import DUST3R_SPEED, resolve_backend, to_job_config
 
     prefs, props = registered, bpy.context.scene.recon
     prefs.weights_dir, prefs.cache_dir = str(tmp_path / "weights"), str(tmp_path / "cache")
@@ -84,14 +84,14 @@ def test_settings_become_a_job_config(registered, recon_photos, tmp_path):
     config = to_job_config(props, prefs)  # no 224 checkpoint: the 512 one at its own size
     assert (config.backend, config.device) == ("dust3r", "cpu")
     assert config.options == {"weights": str(weights_512), "image_size": 512, "graph": "swin",
-                              "window": 2, "iterations": 100}
+                              "window": 2, **DUST3R_SPEED}
     weights_224 = tmp_path / "weights" / "DUSt3R_ViTLarge_BaseDecoder_224_linear.pth"
     weights_224.write_bytes(b"")
     config = to_job_config(props, prefs)
     assert (config.options["weights"], config.options["image_size"]) == (str(weights_224), 224)
     props.resolution, props.preset = "512", "quality"
     config = to_job_config(props, prefs)
-    assert (config.options["weights"], config.options["iterations"]) == (str(weights_512), 300)
+    assert config.options["weights"] == str(weights_512) and "iterations" not in config.options
 
 
 def test_settings_without_photos_are_refused(registered, tmp_path):
@@ -129,24 +129,44 @@ os._exit(0)
     assert "LOADED []" in run.stdout
 
 
-def test_classical_options_from_the_panel_are_accepted_by_the_backend(registered, recon_photos):
-    from photo_recon.ui.properties import CLASSICAL_SPEED, to_job_config
+def _panel_options(registered, photos, backend: str) -> list[dict]:
+    """Job options the panel makes for ``backend`` over a spread of settings."""
+    from photo_recon.ui.properties import to_job_config
 
     props = bpy.context.scene.recon
-    props.directory, props.backend, props.resolution = str(recon_photos), "classical", "512"
+    props.directory, props.backend, props.resolution = str(photos), backend, "512"
     made = []
     for graph, window, preset in (("complete", 3, "quality"), ("swin", 4, "speed"), ("logwin", 2, "quality")):
         props.pair_graph, props.window, props.preset = graph, window, preset
         made.append(to_job_config(props, registered).options)
+    return made
+
+
+def test_classical_options_from_the_panel(registered, recon_photos):
+    from photo_recon.ui.properties import CLASSICAL_SPEED
+
+    made = _panel_options(registered, recon_photos, "classical")
     assert made[0] == {"resolution": 512, "matcher": "exhaustive"}
     assert made[1] == {"resolution": 512, "matcher": "sequential", "sequential_overlap": 4,
                        **CLASSICAL_SPEED}
     assert made[2] == {"resolution": 512, "matcher": "auto"}
+
+
+def test_backends_accept_the_options_the_panel_makes(registered, recon_photos, tmp_path):
+    """Each backend's own strict option parser, run in another interpreter (this process never
+    imports torch)."""
     if not all(importlib.util.find_spec(m) for m in ("torch", "pycolmap")):
-        pytest.skip("the classical backend's packages are not installed here")
-    # The backend's strict parser, in another interpreter (this process never imports torch).
-    code = ("import json, sys; from core.classical.backend import ClassicalOptions; "
-            "[ClassicalOptions.from_dict(o) for o in json.loads(sys.argv[1])]")
-    run = subprocess.run([sys.executable, "-c", code, json.dumps(made)], cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr[-2000:]
+        pytest.skip("the backends' packages are not installed here")
+    registered.weights_dir = str(tmp_path)
+    (tmp_path / "DUSt3R_ViTLarge_BaseDecoder_512_dpt.pth").write_bytes(b"")
+    for backend, parser in (
+        ("classical", "from core.classical.backend import ClassicalOptions; "
+                      "parse = ClassicalOptions.from_dict"),
+        ("dust3r", "from core.dust3r.backend import split_options as parse"),
+    ):
+        made = _panel_options(registered, recon_photos, backend)
+        assert all(("weights" in o) == (backend == "dust3r") for o in made)  # no fallback
+        code = f"import json, sys; {parser}; [parse(o) for o in json.loads(sys.argv[1])]"
+        run = subprocess.run([sys.executable, "-c", code, json.dumps(made)], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, f"{backend}: {run.stderr[-2000:]}"
