@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -33,6 +33,32 @@ def autocast_context(device: torch.device, precision: str):
         return nullcontext()
     dtype = torch.float16 if device.type == "mps" else torch.bfloat16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextmanager
+def low_precision_linear_weights(model: Dust3rNet, device: torch.device, precision: str):
+    """Hold the encoder's and decoders' Linear weights in the autocast dtype while inside.
+
+    Autocast casts a float32 weight to bfloat16 on every call, and it does not cache casts of
+    weights that need no gradient, so each pair would pay for converting the decoders again. The
+    cast values are identical either way; here they are made once, and the float32 weights are
+    put back on exit. The heads keep float32 weights (they run in float32).
+    """
+    if precision == "fp32":
+        yield
+        return
+    dtype = torch.float16 if device.type == "mps" else torch.bfloat16
+    saved = []
+    try:
+        for part in (model.enc_blocks, model.decoder_embed, model.dec_blocks, model.dec_blocks2):
+            for layer in part.modules():
+                if isinstance(layer, torch.nn.Linear):
+                    saved.append((layer, layer.weight))
+                    layer.weight = torch.nn.Parameter(layer.weight.to(dtype), requires_grad=False)
+        yield
+    finally:
+        for layer, weight in saved:
+            layer.weight = weight
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -119,7 +145,8 @@ def run_pairs(
         results.update((e, [t[n] for t in outputs]) for n, e in enumerate(batch))
         batches.done(len(batch), f"predicted {len(results)} of {len(edges)} pairs")
 
-    with torch.inference_mode(), autocast_context(device, precision):
+    with (torch.inference_mode(), autocast_context(device, precision),
+          low_precision_linear_weights(model, device, precision)):
         for group in _groups(shapes, needed):
             batches.run(group, encode)
         for group in _groups([(shapes[i], shapes[j]) for i, j in edges], range(len(edges))):

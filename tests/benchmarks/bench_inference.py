@@ -170,17 +170,33 @@ def main() -> None:
           f"load average at start {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         results = {mode: run_mode(mode, opts, Path(tmp), "subset") for mode in MODES}
-        checks = {}
+        print_subset(results, n)
         if args.validate_images > 1:
-            small = dict(opts, n_images=args.validate_images, complete=True)
+            m = args.validate_images
+            small = dict(opts, n_images=m, complete=True)
             checks = {mode: run_mode(mode, small, Path(tmp), "check") for mode in MODES}
-    print(f"load average at end {os.getloadavg()[0]:.1f}; threads {results['fp32']['threads']}")
+            print(f"\nCHECK: complete graph of {m} images ({m * (m - 1)} pairs) measured end to "
+                  "end vs predicted from the unit costs above:")
+            for mode, r in checks.items():
+                predicted = extrapolated(results[mode], m)
+                print(f"  {mode:<9} measured {r['total_s']:8.1f} s, predicted {predicted:8.1f} s "
+                      f"({r['total_s'] / predicted - 1:+.0%}); measured speed-up "
+                      f"{checks['official']['total_s'] / r['total_s']:.2f}x; "
+                      f"RSS peak {r['rss_peak_mb']:.0f} MB")
+    print(f"load average at end {os.getloadavg()[0]:.1f}; torch threads "
+          f"{results['fp32']['threads']}")
 
-    def extrapolated(r: dict, images: int) -> float:
-        if r["mode"] == "official":
-            return r["full_pair_s"] * images * (images - 1)
-        return r["encode_s_per_image"] * images + r["decode_s_per_pair"] * images * (images - 1)
 
+def extrapolated(r: dict, images: int) -> float:
+    """Total seconds for a complete graph of ``images`` from a mode's measured unit costs."""
+    if r["mode"] == "official":
+        return r["full_pair_s"] * images * (images - 1)
+    return r["encode_s_per_image"] * images + r["decode_s_per_pair"] * images * (images - 1)
+
+
+def print_subset(results: dict, n: int) -> None:
+    """Print the extrapolated table and the pointmap differences."""
+    n_pairs = n * (n - 1)
     base = extrapolated(results["official"], n)
     print(f"\nEXTRAPOLATED to {n} images / {n_pairs} pairs from measured unit costs "
           f"({results['official']['n_pairs_run']} full pairs for 'official'; "
@@ -197,17 +213,7 @@ def main() -> None:
     for a, b in (("fp32", "official"), ("bf16", "fp32")):
         max_abs, med_rel = differences(results[a]["outputs"], results[b]["outputs"])
         print(f"  {a} vs {b}: max abs {max_abs:.3g}, median relative {med_rel:.3g}")
-    if checks:
-        m = args.validate_images
-        print(f"\nCHECK: complete graph of {m} images ({m * (m - 1)} pairs) measured end to end "
-              "vs predicted from the unit costs above:")
-        base_measured = checks["official"]["total_s"]
-        for mode, r in checks.items():
-            predicted = extrapolated(results[mode], m)
-            print(f"  {mode:<9} measured {r['total_s']:8.1f} s, predicted {predicted:8.1f} s "
-                  f"({r['total_s'] / predicted - 1:+.0%}); measured speed-up "
-                  f"{base_measured / r['total_s']:.2f}x; RSS peak {r['rss_peak_mb']:.0f} MB")
-
+    sys.stdout.flush()
 
 if __name__ == "__main__":
     main()

@@ -85,6 +85,15 @@ def test_engine_bf16_is_close_to_fp32():
     pairs = make_pairs(len(images), "complete")
     fp32 = run_pairs(model, images, pairs, precision="fp32")
     bf16 = run_pairs(model, images, pairs, precision="bf16")
+    # Same arithmetic as plain autocast over the per-pair forward (weights cast once instead).
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = per_pair_reference(model, images, pairs)
+    for e, ref in enumerate(reference):
+        assert relative(bf16.pts3d_j[e], ref[2]).max() < 1e-5
+    # The float32 weights are back: the exact mode still reproduces itself.
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    again = run_pairs(model, images, pairs, precision="fp32")
+    assert all(np.array_equal(a, b) for a, b in zip(again.pts3d_j, fp32.pts3d_j))
     rel = np.concatenate([relative(a, b).ravel() for a, b in zip(bf16.pts3d_j, fp32.pts3d_j)])
     assert np.median(rel) < 0.02 and np.median(rel) > 0  # bf16 really was used
     conf_rel = np.concatenate([relative(a, b).ravel() for a, b in zip(bf16.conf_i, fp32.conf_i)])
