@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import DecoderBlock, EncoderBlock
+from .blocks import DecoderBlock, EncoderBlock, RopeTables
 from .config import ModelConfig
 from .heads import DPTHead, LinearHead, postprocess
 from .rope import rope_tables
@@ -85,7 +85,9 @@ class Dust3rNet(nn.Module):
         p = self.config.patch_size
         return image_hw[0] // p, image_hw[1] // p
 
-    def _rope(self, grid_hw: tuple[int, int], num_heads: int, dim: int, device) -> tuple:
+    def _rope(
+        self, grid_hw: tuple[int, int], num_heads: int, dim: int, device: torch.device
+    ) -> RopeTables:
         return rope_tables(grid_hw, dim // num_heads, self.config.rope_base, device)
 
     def encode(self, img: torch.Tensor) -> torch.Tensor:
