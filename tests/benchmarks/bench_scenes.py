@@ -20,6 +20,7 @@ Metrics (MANIFEST.md, "Metrics"):
   error = geodesic angle, translation error = sign-free angle between translation directions.
   RRA@15 / RTA@15 = share of pairs under 15 degrees; mAA(30) = mean over t = 1..30 degrees of the
   share of pairs with max(rotation, translation error) < t.
+  "(reg)" is mAA(30) over the pairs of registered images only.
 * Focal: median over registered images of |fx_pred / fx_gt - 1| in the file's pixels.
 * Depth (scenes with depth): on the pixels the result keeps (conf > conf_threshold), GT sampled at
   each map pixel's photo pixel; each depth map scaled by median(gt)/median(pred) when the cameras
@@ -187,7 +188,11 @@ def run_scene(scene: str, args: argparse.Namespace) -> dict:
     by_file = {im.file: im for im in result.images}
     row["registered"] = len(by_file)
     w2c_pred = [np.linalg.inv(by_file[p].cam2world) if p in by_file else None for p in paths]
-    row.update(pose_scores(pair_errors([gt_world2cam(f) for f in frames], w2c_pred)))
+    errors = pair_errors([gt_world2cam(f) for f in frames], w2c_pred)
+    row.update(pose_scores(errors))
+    registered_pairs = np.isfinite(errors).all(axis=1)
+    if registered_pairs.any():
+        row["mAA(30) reg"] = pose_scores(errors[registered_pairs])["mAA(30)"]
     focal_err = [
         abs(by_file[p].K_photo[0, 0] / f["fx"] - 1) for p, f in zip(paths, frames) if p in by_file
     ]
@@ -243,7 +248,8 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
     mode = "known cameras (dense only)" if args.known_cameras else f"backend {args.backend}"
     print(f"\n{mode}; options {args.options or '{}'}; {args.threads} torch/BLAS thread(s);")
     print("wall times are inflated when other jobs share the CPU (cpu s is less affected)")
-    header = f"{'scene':24s} {'reg':>7s} {'RRA@15':>7s} {'RTA@15':>7s} {'mAA30':>6s} {'f err':>7s} "
+    header = f"{'scene':24s} {'reg':>7s} {'RRA@15':>7s} {'RTA@15':>7s} {'mAA30':>6s} "
+    header += f"{'(reg)':>6s} {'f err':>7s} "
     header += f"{'time s':>7s} {'cpu s':>7s} {'peak MB':>8s} "
     header += f"{'AbsRel':>7s} {'d<1.25':>7s} {'kept':>6s}"
     print(header)
@@ -253,7 +259,8 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
             continue
         line = f"{r['scene']:24s} {str(r.get('registered', 0)) + '/' + str(r.get('n', '?')):>7s} "
         line += f"{fmt(r.get('RRA@15'), '.3f'):>7s} {fmt(r.get('RTA@15'), '.3f'):>7s} "
-        line += f"{fmt(r.get('mAA(30)'), '.3f'):>6s} {fmt(r.get('focal_err'), '.2%'):>7s} "
+        line += f"{fmt(r.get('mAA(30)'), '.3f'):>6s} {fmt(r.get('mAA(30) reg'), '.3f'):>6s} "
+        line += f"{fmt(r.get('focal_err'), '.2%'):>7s} "
         line += f"{fmt(r.get('time_s'), '.1f'):>7s} {fmt(r.get('cpu_s'), '.1f'):>7s} "
         line += f"{fmt(r.get('peak_mb'), '.0f'):>8s} "
         line += f"{fmt(r.get('AbsRel'), '.4f'):>7s} {fmt(r.get('d<1.25'), '.3f'):>7s} "
