@@ -64,7 +64,7 @@ class MvsOptions:
     resolution: int = 400
     num_hypotheses: int = 64
     refine_hypotheses: int = 8
-    num_neighbors: int = 4
+    num_neighbors: int = 6
     check_neighbors: int = 8
     best_k: int = 2
     window: int = 7
