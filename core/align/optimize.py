@@ -36,7 +36,7 @@ def optimise(
     lr: float,
     schedule: str,
     progress: Progress | None,
-    tolerance: float = 1e-4,
+    tolerance: float = 1e-3,
 ) -> float:
     """Run the optimiser in place on ``model``; returns the final (paper's) loss.
 
