@@ -45,7 +45,7 @@ def edge_scores(obs: Observations, n_edges: int) -> np.ndarray:
 
 
 def place_pointmaps(obs: Observations, edges: np.ndarray, score: np.ndarray) -> tuple[int, dict]:
-    """World points of every image on its subgrid by chaining the spanning tree.
+    """World points of every image on its pooled grid by chaining the spanning tree.
 
     Returns:
         ``(root, pts3d)``: the image whose camera frame is the world, and image -> ``(m, 3)``.

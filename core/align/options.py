@@ -26,8 +26,9 @@ class AlignOptions:
         lr: step size: L-BFGS's initial step (default 1) or Adam's learning rate (default 0.01).
         schedule: Adam's learning-rate schedule ``cosine`` | ``linear`` | ``constant`` (towards
             ``lr * 1e-4``); L-BFGS ignores it.
-        opt_pixels: pixels per image used while optimising cameras (a regular subgrid); the depth
-            maps are then solved at full resolution. 0 = use every pixel.
+        opt_pixels: pixels per image used while optimising cameras: each pointmap is pooled
+            (median) over square blocks to about this many; the depth maps are then solved at
+            full resolution. 0 = every pixel.
         shared_focal: one focal length for all images whose focal is not given.
         known_focals: per input image the focal length in pixels of the ORIGINAL photo, or None.
         known_intrinsics: per input image a 3x3 K in pixels of the ORIGINAL photo (fx may differ
@@ -46,7 +47,7 @@ class AlignOptions:
     optimizer: str = "lbfgs"
     lr: float | None = None
     schedule: str = "cosine"
-    opt_pixels: int = 4096
+    opt_pixels: int = 2048
     shared_focal: bool = False
     known_focals: tuple[float | None, ...] | None = None
     known_intrinsics: tuple[Any, ...] | None = None
