@@ -118,6 +118,10 @@ def run_pairs(
     device = torch.device(device)
     if next(model.parameters()).device != device:
         model = model.to(device)
+    # The DPT heads are full-resolution float32 convolutions and dominate a pair's decode time;
+    # oneDNN/cuDNN run them markedly faster in NHWC (same numbers to ~1e-7). Idempotent.
+    for head in (model.downstream_head1, model.downstream_head2):
+        head.to(memory_format=torch.channels_last)
     shapes = [tuple(im.rgb.shape[:2]) for im in images]
     patch = model.config.patch_size
     for im, (h, w) in zip(images, shapes):
