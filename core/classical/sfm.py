@@ -38,6 +38,10 @@ _EXIF_FOCAL_35MM = 41989  # FocalLengthIn35mmFilm, in the Exif IFD
 _EXIF_MAKE, _EXIF_MODEL = 271, 272
 _FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
 _MIN_SUPPORT = 30  # a pose seen by fewer sparse points is not trusted (COLMAP's PnP default)
+# A registered photo must explain at least half of its verified matches within the two-view
+# verification's own RANSAC tolerance (COLMAP's 4 px); right poses explain nearly all of them.
+_MIN_AGREEMENT = 0.5
+_AGREEMENT_ERROR_PX = 4.0
 
 
 @dataclass(frozen=True)
@@ -191,8 +195,12 @@ def _set_prior_focals(
         db.close()
 
 
-def _pair_statistics(database_path: Path, n_images: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keypoints per image ``(n,)`` and verified inlier matches per pair ``(n, n)`` (symmetric)."""
+def _pair_statistics(
+    database_path: Path, n_images: int
+) -> tuple[np.ndarray, np.ndarray, dict[tuple[int, int], np.ndarray]]:
+    """Keypoints per image ``(n,)``, verified inlier matches per pair ``(n, n)`` (symmetric), and
+    the inlier matches themselves: ``{(i, j): (m, 2) keypoint indices}`` for photo indices i < j.
+    """
     db = pycolmap.Database.open(str(database_path))
     try:
         id_to_index = {im.image_id: int(Path(im.name).stem) for im in db.read_all_images()}
@@ -200,14 +208,61 @@ def _pair_statistics(database_path: Path, n_images: int) -> tuple[np.ndarray, np
         for image_id, k in id_to_index.items():
             keypoints[k] = db.num_keypoints_for_image(image_id)
         inliers = np.zeros((n_images, n_images), int)
+        matches = {}
         pair_ids, geometries = db.read_two_view_geometries()
         for pair_id, geometry in zip(pair_ids, geometries):
             id1, id2 = pycolmap.pair_id_to_image_pair(pair_id)
             i, j = id_to_index[id1], id_to_index[id2]
-            inliers[i, j] = inliers[j, i] = len(geometry.inlier_matches)
+            pair = np.asarray(geometry.inlier_matches, np.int64).reshape(-1, 2)
+            inliers[i, j] = inliers[j, i] = len(pair)
+            if len(pair):
+                matches[(i, j) if i < j else (j, i)] = pair if i < j else pair[:, ::-1]
     finally:
         db.close()
-    return keypoints, inliers
+    return keypoints, inliers, matches
+
+
+def epipolar_agreement(
+    K: np.ndarray,
+    world2cam: np.ndarray,
+    pair_points: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]],
+    max_error: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """How many of each camera's verified matches its pose explains.
+
+    A match (x_i, x_j) agrees with the poses when both points lie within ``max_error`` pixels of
+    the epipolar lines that the poses induce (``F = K_j^-T [t]_x R K_i^-1`` of the relative pose
+    ``T_j T_i^-1``). A camera registered in a mirrored or flipped pose (repeated structure, few
+    matches) explains its own wrong matches but not the verified matches it has with the views
+    it really neighbours.
+
+    Args:
+        K: ``(N, 3, 3)`` intrinsics.
+        world2cam: ``(N, 4, 4)`` world-to-camera.
+        pair_points: ``{(i, j): (x_i (m, 2), x_j (m, 2))}`` matched pixels of cameras i and j.
+        max_error: pixels.
+
+    Returns:
+        ``agree`` and ``total`` ``(N,)`` int64: matches per camera that agree, and all of them.
+    """
+    n = len(K)
+    agree, total = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    for (i, j), (x_i, x_j) in pair_points.items():
+        rel = world2cam[j] @ np.linalg.inv(world2cam[i])
+        t = rel[:3, 3]
+        t_cross = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
+        F = np.linalg.inv(K[j]).T @ t_cross @ rel[:3, :3] @ np.linalg.inv(K[i])
+        h_i = np.c_[x_i, np.ones(len(x_i))]
+        h_j = np.c_[x_j, np.ones(len(x_j))]
+        line_j, line_i = h_i @ F.T, h_j @ F
+        algebraic = np.abs((h_j * line_j).sum(1))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d_j = algebraic / np.hypot(line_j[:, 0], line_j[:, 1])
+            d_i = algebraic / np.hypot(line_i[:, 0], line_i[:, 1])
+        ok = int(((d_i < max_error) & (d_j < max_error)).sum())
+        agree[[i, j]] += ok
+        total[[i, j]] += len(x_i)
+    return agree, total
 
 
 def _unregistered_reason(
@@ -349,13 +404,14 @@ def _run_in_workspace(
             database_path, matching, pycolmap.ExhaustivePairingOptions(), verification,
             pycolmap.Device.cpu, token,
         )
-    keypoints, inliers = _pair_statistics(database_path, n)
+    keypoints, inliers, matches = _pair_statistics(database_path, n)
 
     ranked = _map(database_path, image_dir, work, options, seed, n, progress, token)
     if not ranked:
         raise ReconstructionFailed(_failure_message(paths, keypoints, inliers, options))
     return _to_sparse_model(
-        ranked, paths, photo_sizes, work_sizes, keypoints, inliers, options.min_num_matches
+        ranked, paths, photo_sizes, work_sizes, keypoints, inliers, matches,
+        options.min_num_matches,
     )
 
 
@@ -427,6 +483,7 @@ def _to_sparse_model(
     work_sizes: list[tuple[int, int]],
     keypoints: np.ndarray,
     inliers: np.ndarray,
+    matches: dict[tuple[int, int], np.ndarray],
     min_matches: int,
 ) -> SparseModel:
     rec = ranked[0]
@@ -441,6 +498,7 @@ def _to_sparse_model(
     colors = np.array([rec.point3D(pid).color for pid in point_ids], np.uint8).reshape(-1, 3)
 
     by_index = {int(Path(rec.image(i).name).stem): rec.image(i) for i in rec.reg_image_ids()}
+    agreement = _pose_agreement(by_index, matches)
     files, sizes, Ks, c2ws, visible, unregistered = [], [], [], [], [], []
     for k, path in enumerate(paths):
         image = by_index.get(k)
@@ -449,6 +507,13 @@ def _to_sparse_model(
             # The mapper accepts poses from fewer inliers to keep chains of wide-baseline views
             # going, but a final pose this weakly supported is often a mirrored solution.
             reason = f"its pose rests on only {support} sparse points ({_MIN_SUPPORT} needed)"
+            unregistered.append({"file": path, "reason": reason})
+            continue
+        if image is not None and agreement[k] < _MIN_AGREEMENT:
+            reason = (
+                f"its pose explains only {agreement[k]:.0%} of its verified matches with the "
+                "other photos (likely a mirrored or flipped solution from repeated structure)"
+            )
             unregistered.append({"file": path, "reason": reason})
             continue
         if image is None:
@@ -494,6 +559,26 @@ def _to_sparse_model(
         unregistered=unregistered,
         warnings=warnings,
     )
+
+
+def _pose_agreement(
+    by_index: dict[int, pycolmap.Image], matches: dict[tuple[int, int], np.ndarray]
+) -> dict[int, float]:
+    """Share of each registered photo's verified matches (with other registered photos) that
+    its final pose explains (:func:`epipolar_agreement`), by photo index."""
+    order = sorted(by_index)
+    slot = {k: s for s, k in enumerate(order)}
+    images = [by_index[k] for k in order]
+    K = np.stack([im.camera.calibration_matrix() for im in images])
+    world2cam = np.stack([_homogeneous(im.cam_from_world().matrix()) for im in images])
+    xy = [np.array([p.xy for p in im.points2D], float).reshape(-1, 2) for im in images]
+    pair_points = {
+        (slot[i], slot[j]): (xy[slot[i]][pair[:, 0]], xy[slot[j]][pair[:, 1]])
+        for (i, j), pair in matches.items()
+        if i in slot and j in slot
+    }
+    agree, total = epipolar_agreement(K, world2cam, pair_points, _AGREEMENT_ERROR_PX)
+    return {k: float(agree[s] / total[s]) if total[s] else 1.0 for k, s in slot.items()}
 
 
 def _homogeneous(matrix_3x4: np.ndarray) -> np.ndarray:

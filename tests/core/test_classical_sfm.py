@@ -182,3 +182,40 @@ def test_cancel_during_feature_extraction(shared_dir):
         run(JobConfig(images=tuple(paths[:3])), Progress(on_progress, token))
     # No progress after the extraction started: pycolmap itself stopped.
     assert messages[-1][1].startswith("SIFT features")
+
+
+def test_epipolar_agreement_flags_a_flipped_camera(shared_dir):
+    from core.classical.sfm import epipolar_agreement
+
+    _, frames = _dtu(shared_dir)
+    K = np.stack([[[f["fx"], 0, f["cx"]], [0, f["fy"], f["cy"]], [0, 0, 1.0]] for f in frames])
+    world2cam = np.stack([np.eye(4) for _ in frames])
+    for w2c, f in zip(world2cam, frames):
+        w2c[:3, :3], w2c[:3, 3] = f["R_w2c"], f["t_w2c"]
+    # Points on the object (inside IDR's sphere), seen by every camera, projected with the GT
+    # cameras plus 0.5 px noise: every match agrees with the GT poses.
+    rng = np.random.default_rng(0)
+    scene = json.loads((shared_dir / "scenes" / "dtu_scan65" / "gt.json").read_text())
+    sphere = scene["object_sphere"]
+    centre, radius = np.asarray(sphere["center"], float), float(sphere["radius"])
+    pts = centre + rng.normal(size=(200, 3)) * radius / 4
+    pix = []
+    for k in range(len(frames)):
+        cam = pts @ world2cam[k, :3, :3].T + world2cam[k, :3, 3]
+        uv = cam @ K[k].T
+        pix.append(uv[:, :2] / uv[:, 2:] + rng.normal(scale=0.5, size=(len(pts), 2)))
+    pairs = {(i, j): (pix[i], pix[j]) for i in range(len(pix)) for j in range(i + 1, len(pix))}
+    agree, total = epipolar_agreement(K, world2cam, pairs, 4.0)
+    assert np.all(total == 200 * (len(frames) - 1)) and np.all(agree == total)
+    # Camera 2 turned 180 degrees about its viewing direction's perpendicular (a flipped pose
+    # through the same centre): it explains almost none of its matches; the others lose only
+    # their share with camera 2.
+    flipped = world2cam.copy()
+    turn = np.diag([1.0, -1.0, -1.0])
+    centre_2 = -world2cam[2, :3, :3].T @ world2cam[2, :3, 3]
+    flipped[2, :3, :3] = turn @ world2cam[2, :3, :3]
+    flipped[2, :3, 3] = -flipped[2, :3, :3] @ centre_2
+    agree, total = epipolar_agreement(K, flipped, pairs, 4.0)
+    share = agree / total
+    assert share[2] < 0.1
+    assert np.all(np.delete(share, 2) > 0.7)
