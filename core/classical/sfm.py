@@ -195,18 +195,39 @@ def _set_prior_focals(
         db.close()
 
 
-def _pair_statistics(
-    database_path: Path, n_images: int
-) -> tuple[np.ndarray, np.ndarray, dict[tuple[int, int], np.ndarray]]:
-    """Keypoints per image ``(n,)``, verified inlier matches per pair ``(n, n)`` (symmetric), and
-    the inlier matches themselves: ``{(i, j): (m, 2) keypoint indices}`` for photo indices i < j.
+@dataclass
+class _Matches:
+    """What the database knows about the photos, by photo index.
+
+    Attributes:
+        keypoints: ``(n,)`` keypoints per photo.
+        inliers: ``(n, n)`` verified inlier matches per pair (symmetric).
+        pairs: ``{(i, j): (m, 2) keypoint indices}`` of the inlier matches, i < j.
+        xy: per photo, ``(k, 2)`` keypoint positions (COLMAP pixels of the workspace copy).
+        camera_id: per photo, its database camera.
     """
+
+    keypoints: np.ndarray
+    inliers: np.ndarray
+    pairs: dict[tuple[int, int], np.ndarray]
+    xy: list[np.ndarray]
+    camera_id: list[int]
+
+
+def _pair_statistics(database_path: Path, n_images: int) -> _Matches:
+    """Read features and verified matches back from the database."""
     db = pycolmap.Database.open(str(database_path))
     try:
-        id_to_index = {im.image_id: int(Path(im.name).stem) for im in db.read_all_images()}
+        images = db.read_all_images()
+        id_to_index = {im.image_id: int(Path(im.name).stem) for im in images}
         keypoints = np.zeros(n_images, int)
-        for image_id, k in id_to_index.items():
-            keypoints[k] = db.num_keypoints_for_image(image_id)
+        xy = [np.zeros((0, 2))] * n_images
+        camera_id = [0] * n_images
+        for im in images:
+            k = id_to_index[im.image_id]
+            xy[k] = np.asarray(db.read_keypoints(im.image_id), float)[:, :2]
+            keypoints[k] = len(xy[k])
+            camera_id[k] = im.camera_id
         inliers = np.zeros((n_images, n_images), int)
         matches = {}
         pair_ids, geometries = db.read_two_view_geometries()
@@ -219,7 +240,7 @@ def _pair_statistics(
                 matches[(i, j) if i < j else (j, i)] = pair if i < j else pair[:, ::-1]
     finally:
         db.close()
-    return keypoints, inliers, matches
+    return _Matches(keypoints, inliers, matches, xy, camera_id)
 
 
 def epipolar_agreement(
@@ -404,14 +425,15 @@ def _run_in_workspace(
             database_path, matching, pycolmap.ExhaustivePairingOptions(), verification,
             pycolmap.Device.cpu, token,
         )
-    keypoints, inliers, matches = _pair_statistics(database_path, n)
+    matches = _pair_statistics(database_path, n)
 
     ranked = _map(database_path, image_dir, work, options, seed, n, progress, token)
     if not ranked:
-        raise ReconstructionFailed(_failure_message(paths, keypoints, inliers, options))
+        raise ReconstructionFailed(
+            _failure_message(paths, matches.keypoints, matches.inliers, options)
+        )
     return _to_sparse_model(
-        ranked, paths, photo_sizes, work_sizes, keypoints, inliers, matches,
-        options.min_num_matches,
+        ranked, paths, photo_sizes, work_sizes, matches, options.min_num_matches
     )
 
 
@@ -481,9 +503,7 @@ def _to_sparse_model(
     paths: list[str],
     photo_sizes: list[tuple[int, int]],
     work_sizes: list[tuple[int, int]],
-    keypoints: np.ndarray,
-    inliers: np.ndarray,
-    matches: dict[tuple[int, int], np.ndarray],
+    matches: _Matches,
     min_matches: int,
 ) -> SparseModel:
     rec = ranked[0]
@@ -498,37 +518,51 @@ def _to_sparse_model(
     colors = np.array([rec.point3D(pid).color for pid in point_ids], np.uint8).reshape(-1, 3)
 
     by_index = {int(Path(rec.image(i).name).stem): rec.image(i) for i in rec.reg_image_ids()}
-    agreement = _pose_agreement(by_index, matches)
-    files, sizes, Ks, c2ws, visible, unregistered = [], [], [], [], [], []
-    for k, path in enumerate(paths):
-        image = by_index.get(k)
-        support = image.num_points3D if image is not None else 0
-        if image is not None and support < _MIN_SUPPORT:
+    poses: dict[int, _Pose] = {}
+    rejected: dict[int, str] = {}
+    for k, image in by_index.items():
+        seen = [p.point3D_id for p in image.points2D if p.has_point3D()]
+        poses[k] = _Pose(image.camera, _homogeneous(image.cam_from_world().matrix()), seen)
+        if len(seen) < _MIN_SUPPORT:
             # The mapper accepts poses from fewer inliers to keep chains of wide-baseline views
             # going, but a final pose this weakly supported is often a mirrored solution.
-            reason = f"its pose rests on only {support} sparse points ({_MIN_SUPPORT} needed)"
-            unregistered.append({"file": path, "reason": reason})
-            continue
-        if image is not None and agreement[k] < _MIN_AGREEMENT:
-            reason = (
-                f"its pose explains only {agreement[k]:.0%} of its verified matches with the "
-                "other photos (likely a mirrored or flipped solution from repeated structure)"
+            rejected[k] = (
+                f"its pose rests on only {len(seen)} sparse points ({_MIN_SUPPORT} needed)"
+            )
+    for k in rejected:
+        del poses[k]
+    agreement = _pose_agreement(poses, matches)
+    for k, share in agreement.items():
+        if share < _MIN_AGREEMENT:
+            del poses[k]
+            rejected[k] = (
+                f"its pose explains only {share:.0%} of its verified matches with the other "
+                "photos (likely a mirrored or flipped solution from repeated structure)"
+            )
+    # Photos the mapper left out or placed wrongly get one more chance: a pose from all their
+    # matches to the accepted photos' 3D points, where the true neighbours' matches outvote a
+    # few wrong ones.
+    for k in range(len(paths)):
+        if k not in poses and matches.camera_id[k] in rec.cameras:
+            pose = _reregister(k, rec, poses, matches)
+            if pose is not None:
+                poses[k] = pose
+                rejected.pop(k, None)
+
+    files, sizes, Ks, c2ws, visible, unregistered = [], [], [], [], [], []
+    for k, path in enumerate(paths):
+        if k not in poses:
+            reason = rejected.get(k) or _unregistered_reason(
+                k, matches.keypoints, matches.inliers, min_matches, group_of.get(k, 0)
             )
             unregistered.append({"file": path, "reason": reason})
             continue
-        if image is None:
-            reason = _unregistered_reason(k, keypoints, inliers, min_matches, group_of.get(k, 0))
-            unregistered.append({"file": path, "reason": reason})
-            continue
+        pose = poses[k]
         files.append(path)
         sizes.append(photo_sizes[k])
-        Ks.append(_K_photo(image.camera, photo_sizes[k], work_sizes[k]))
-        c2ws.append(np.linalg.inv(_homogeneous(image.cam_from_world().matrix())))
-        visible.append(
-            np.array(
-                [point_index[p.point3D_id] for p in image.points2D if p.has_point3D()], np.int64
-            )
-        )
+        Ks.append(_K_photo(pose.camera, photo_sizes[k], work_sizes[k]))
+        c2ws.append(np.linalg.inv(pose.cam_from_world))
+        visible.append(np.array([point_index[p] for p in pose.point_ids], np.int64))
     if len(files) < 2:
         raise ReconstructionFailed(
             f"Structure from motion could not place at least two of the {len(paths)} photos "
@@ -561,24 +595,71 @@ def _to_sparse_model(
     )
 
 
-def _pose_agreement(
-    by_index: dict[int, pycolmap.Image], matches: dict[tuple[int, int], np.ndarray]
-) -> dict[int, float]:
-    """Share of each registered photo's verified matches (with other registered photos) that
-    its final pose explains (:func:`epipolar_agreement`), by photo index."""
-    order = sorted(by_index)
+@dataclass
+class _Pose:
+    """A photo's camera (workspace pixels), ``(4, 4)`` world-to-camera and observed 3D points."""
+
+    camera: pycolmap.Camera
+    cam_from_world: np.ndarray
+    point_ids: list[int]
+
+
+def _pose_agreement(poses: dict[int, _Pose], matches: _Matches) -> dict[int, float]:
+    """Share of each posed photo's verified matches (with the other posed photos) that its pose
+    explains (:func:`epipolar_agreement`), by photo index."""
+    order = sorted(poses)
     slot = {k: s for s, k in enumerate(order)}
-    images = [by_index[k] for k in order]
-    K = np.stack([im.camera.calibration_matrix() for im in images])
-    world2cam = np.stack([_homogeneous(im.cam_from_world().matrix()) for im in images])
-    xy = [np.array([p.xy for p in im.points2D], float).reshape(-1, 2) for im in images]
+    K = np.stack([poses[k].camera.calibration_matrix() for k in order])
+    world2cam = np.stack([poses[k].cam_from_world for k in order])
     pair_points = {
-        (slot[i], slot[j]): (xy[slot[i]][pair[:, 0]], xy[slot[j]][pair[:, 1]])
-        for (i, j), pair in matches.items()
+        (slot[i], slot[j]): (matches.xy[i][pair[:, 0]], matches.xy[j][pair[:, 1]])
+        for (i, j), pair in matches.pairs.items()
         if i in slot and j in slot
     }
     agree, total = epipolar_agreement(K, world2cam, pair_points, _AGREEMENT_ERROR_PX)
     return {k: float(agree[s] / total[s]) if total[s] else 1.0 for k, s in slot.items()}
+
+
+def _reregister(
+    k: int, rec: pycolmap.Reconstruction, poses: dict[int, _Pose], matches: _Matches
+) -> _Pose | None:
+    """Photo ``k``'s pose by PnP-RANSAC on its matches to the posed photos' 3D points, or
+    ``None`` when fewer than ``_MIN_SUPPORT`` inliers or less than ``_MIN_AGREEMENT`` of its
+    verified matches support it."""
+    image_id = {int(Path(rec.image(i).name).stem): i for i in rec.reg_image_ids()}
+    xy_2d, ids_3d = [], []
+    for (i, j), pair in matches.pairs.items():
+        if k not in (i, j):
+            continue
+        other, own = (j, pair[:, 0]) if i == k else (i, pair[:, 1])
+        theirs = pair[:, 1] if i == k else pair[:, 0]
+        if other not in poses or other not in image_id:
+            continue
+        points2D = rec.image(image_id[other]).points2D
+        for a, b in zip(own, theirs):
+            point = points2D[int(b)]
+            if point.has_point3D():
+                xy_2d.append(matches.xy[k][a])
+                ids_3d.append(point.point3D_id)
+    if len(ids_3d) < _MIN_SUPPORT:
+        return None
+    camera = rec.camera(matches.camera_id[k])
+    estimation = pycolmap.AbsolutePoseEstimationOptions()
+    estimation.ransac.max_error = _AGREEMENT_ERROR_PX
+    xyz = np.array([rec.point3D(p).xyz for p in ids_3d], float)
+    found = pycolmap.estimate_and_refine_absolute_pose(np.array(xy_2d), xyz, camera, estimation)
+    if found is None or found["num_inliers"] < _MIN_SUPPORT:
+        return None
+    inlier_ids = sorted({p for p, ok in zip(ids_3d, found["inlier_mask"]) if ok})
+    pose = _Pose(camera, _homogeneous(found["cam_from_world"].matrix()), inlier_ids)
+    share = _pose_agreement({**poses, k: pose}, matches)[k]
+    if share < _MIN_AGREEMENT:
+        return None
+    log.info(
+        "photo %d re-registered: %d PnP inliers, %.0f%% of its matches agree",
+        k, found["num_inliers"], 100 * share,
+    )
+    return pose
 
 
 def _homogeneous(matrix_3x4: np.ndarray) -> np.ndarray:
