@@ -219,3 +219,68 @@ def test_epipolar_agreement_flags_a_flipped_camera(shared_dir):
     share = agree / total
     assert share[2] < 0.1
     assert np.all(np.delete(share, 2) > 0.7)
+
+
+def test_reregistration_recovers_a_left_out_pose_and_rejects_a_flipped_one(shared_dir, tmp_path):
+    from core.classical.sfm import (
+        _MIN_AGREEMENT,
+        _pair_statistics,
+        _Pose,
+        _pose_agreement,
+        _reregister,
+    )
+
+    paths, frames = _dtu(shared_dir)
+    image_dir = tmp_path / "images"
+    image_dir.mkdir()
+    names = []
+    for k, path in enumerate(paths):
+        Image.open(path).save(image_dir / f"{k:05d}.png")
+        names.append(f"{k:05d}.png")
+    database = tmp_path / "database.db"
+    pycolmap.Database.open(str(database)).close()
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = "SIMPLE_PINHOLE"
+    pycolmap.import_images(database, image_dir, pycolmap.CameraMode.SINGLE, names, reader)
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.num_threads = 1
+    pycolmap.extract_features(
+        database, image_dir, names, pycolmap.CameraMode.SINGLE, reader, extraction,
+        pycolmap.Device.cpu,
+    )
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = 1
+    pycolmap.match_exhaustive(
+        database, matching, pycolmap.ExhaustivePairingOptions(), pycolmap.TwoViewGeometryOptions(),
+        pycolmap.Device.cpu,
+    )
+    mapping = pycolmap.IncrementalPipelineOptions()
+    mapping.num_threads = 1
+    models = pycolmap.incremental_mapping(database, image_dir, tmp_path / "sparse", mapping)
+    rec = max(models.values(), key=lambda r: r.num_reg_images())
+    assert rec.num_reg_images() == len(paths)
+    matches = _pair_statistics(database, len(paths))
+    poses = {}
+    for image_id in rec.reg_image_ids():
+        image = rec.image(image_id)
+        w2c = np.eye(4)
+        w2c[:3] = image.cam_from_world().matrix()
+        seen = [p.point3D_id for p in image.points2D if p.has_point3D()]
+        poses[int(image.name[:5])] = _Pose(image.camera, w2c, seen)
+    # The mapper's poses explain nearly all verified matches.
+    assert min(_pose_agreement(poses, matches).values()) > 0.9
+    left_out = 2
+    others = {k: p for k, p in poses.items() if k != left_out}
+    pose = _reregister(left_out, rec, others, matches)
+    assert pose is not None and len(pose.point_ids) >= 30
+    # Same pose as the mapper's (which agrees with the GT within the DTU test's tolerance).
+    R_err = pose.cam_from_world[:3, :3].T @ poses[left_out].cam_from_world[:3, :3]
+    assert _rotation_angle_deg(R_err) < 0.5
+    def centre(p):
+        return -p.cam_from_world[:3, :3].T @ p.cam_from_world[:3, 3]
+
+    spread = np.linalg.norm(np.ptp([centre(p) for p in poses.values()], axis=0))
+    assert np.linalg.norm(centre(pose) - centre(poses[left_out])) < 0.02 * spread
+    # A flipped pose of the same photo explains too few of its matches to be kept.
+    flipped = _Pose(pose.camera, np.diag([1.0, -1.0, -1.0, 1.0]) @ pose.cam_from_world, [])
+    assert _pose_agreement({**others, left_out: flipped}, matches)[left_out] < _MIN_AGREEMENT
