@@ -121,7 +121,7 @@ def _full_resolution(preds, image_ids, edge_ids, obs, state, eps, n) -> tuple:
         weights.append(torch.from_numpy(wt))
         conf = np.maximum(conf, c)
     depth = solve_depth(centre.expand(h * w, 3), rays, torch.cat(targets), torch.cat(weights),
-                        torch.arange(h * w).repeat(len(targets)), eps, iterations=3)
+                        torch.arange(h * w).repeat(len(targets)), eps, iterations=10)
     pts = centre + depth[:, None] * rays
     return depth.numpy().reshape(h, w), pts.numpy().reshape(h, w, 3), conf.reshape(h, w)
 
