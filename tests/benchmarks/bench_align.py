@@ -21,13 +21,18 @@ with one torch thread the CPU seconds are the steadier figure.
 Measured 2026-11-21 on the shared 2-core CPU, one torch thread (``--threads 1``), commit
 "10 robust reweighting steps" (CPU seconds; errors: focal %, rotation deg, direction deg, pts %):
 
-    case       method seeds  CPU s          focal %            rot deg            dir deg         pts %
-    6x192x256  ours   0,1,2  2.75 2.89 2.86  0.033 0.050 0.043  0.028 0.030 0.022  0.067 0.107 0.095  0.176 0.174 0.175
-    6x192x256  paper  0,1,2  56.0 55.2 58.2  0.173 0.194 0.215  0.047 0.037 0.022  0.542 0.766 0.506  0.177 0.174 0.176
-    8x384x512  ours   0,1,2  10.5 10.5 9.5   0.051 0.048 0.046  0.019 0.015 0.012  0.049 0.072 0.049  0.146 0.147 0.146
-    8x384x512  paper* 0      638 (20 of 300 Adam steps run, time extrapolated; errors not comparable)
-    100-swin   ours   0      184 (270 s wall), peak RSS 10.4 GB incl. 5.2 GB of input predictions
-                             0.048              0.036              0.189            0.163
+    case       method  CPU s (seeds 0, 1, 2)   focal %              rot deg
+    6x192x256  ours    2.75  2.89  2.86        0.033 0.050 0.043    0.028 0.030 0.022
+    6x192x256  paper   56.0  55.2  58.2        0.173 0.194 0.215    0.047 0.037 0.022
+    8x384x512  ours    10.5  10.5  9.5         0.051 0.048 0.046    0.019 0.015 0.012
+    8x384x512  paper*  638 (seed 0; 20 of 300 Adam steps run, time extrapolated, errors n/a)
+    100-swin   ours    184 (seed 0; 270 s wall; peak RSS 10.4 GB, 5.2 GB of it the input)
+
+    case       method  dir deg (seeds 0, 1, 2)  pts %
+    6x192x256  ours    0.067 0.107 0.095        0.176 0.174 0.175
+    6x192x256  paper   0.542 0.766 0.506        0.177 0.174 0.176
+    8x384x512  ours    0.049 0.072 0.049        0.146 0.147 0.146
+    100-swin   ours    0.189 (focal 0.048 %, rotation 0.036 deg, points 0.163 %)
 
 i.e. 20x less CPU time at 6x192x256 (wall 6-7.5 s against 81-206 s in the same session) and ~60x
 at 8x384x512, with lower focal, rotation and direction errors and equal point errors. Peak RSS
