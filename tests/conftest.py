@@ -47,3 +47,17 @@ def shared_dir() -> Path:
     if not SHARED_DIR.is_dir():
         pytest.skip("../shared is absent (reference data and scenes live there)")
     return SHARED_DIR
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test on one torch thread: the small networks and alignment problems of the tests
+    run fastest so, and do not fight other processes for the cores. torch is imported here, not
+    at module level, because the bpy 5.0 test environment has no torch. Use it with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

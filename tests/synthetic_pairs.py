@@ -19,8 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pytest
-import torch
 
 from core.predictions import PairPredictions, ViewInfo
 
@@ -28,14 +26,6 @@ SURFACE_Z = 3.0
 """Mean distance of the surface from the camera plane (world units)."""
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Alignment tests run on one torch thread: their small problems run fastest so and do not
-    fight other processes for the cores (import this fixture into a test module to use it)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @dataclass

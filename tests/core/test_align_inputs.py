@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import synthetic_pairs
-from synthetic_pairs import one_thread  # noqa: F401 (autouse fixture)
 from core.align import AlignOptions, align
 from core.align.__main__ import main as cli_main
 from core.errors import Cancelled, FormatError, InputError
@@ -16,6 +15,8 @@ from core.pairs import make_pairs
 from core.predictions import PairPredictions
 from core.progress import CancelToken, Progress
 from core.result import SceneResult
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 BAR = dict(focal=0.01, rotation=0.3, translation=2.0)
 

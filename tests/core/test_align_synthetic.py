@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 import synthetic_pairs
-from synthetic_pairs import one_thread  # noqa: F401 (autouse fixture)
 from core.align import AlignOptions, align
 from core.pairs import make_pairs
 from core.progress import Progress
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 NOISY = dict(focal=0.01, rotation=0.3, translation=2.0, points=0.005)
 

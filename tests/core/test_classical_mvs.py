@@ -233,3 +233,32 @@ def _read_depth(path) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.open(path), np.float64) / 1000.0
+
+
+def test_plane_fill_fills_a_blank_region_with_the_plane_around_it():
+    from core.classical.mvs import _plane_fill
+
+    h, w = 60, 80
+    v, u = np.mgrid[:h, :w].astype(np.float64)
+    # A slanted plane: n . X = d with X = z K^-1 [u, v, 1], so 1/z = (n . K^-1 [u, v, 1]) / d.
+    K = np.array([[70.0, 0, 40], [0, 70.0, 30], [0, 0, 1]])
+    rays = np.stack((u, v, np.ones_like(u)), -1) @ np.linalg.inv(K).T
+    normal, offset = np.array([0.2, -0.3, 1.0]), 2.5
+    depth_gt = offset / (rays @ normal)
+    rng = np.random.default_rng(0)
+    gray = rng.random((h, w))
+    blank = np.zeros((h, w), bool)
+    blank[15:45, 20:60] = True
+    gray[blank] = 0.5
+    depth = np.where(blank, np.nan, depth_gt)
+    filled = _plane_fill(torch.tensor(gray, dtype=torch.float32), torch.tensor(depth), 7).numpy()
+    # The region's interior (beyond the half window that still sees texture) gets the plane.
+    inner = np.zeros_like(blank)
+    inner[18:42, 23:57] = True
+    np.testing.assert_allclose(filled[inner], depth_gt[inner], rtol=1e-6)
+    np.testing.assert_array_equal(filled[~blank], depth[~blank])
+    # Around a fold (two planes meeting in the blank region) no single plane fits: nothing filled.
+    folded = np.where(u < 40, depth_gt, offset / (rays @ np.array([-0.6, -0.3, 1.0])))
+    depth = np.where(blank, np.nan, folded)
+    filled = _plane_fill(torch.tensor(gray, dtype=torch.float32), torch.tensor(depth), 7).numpy()
+    assert np.all(np.isnan(filled[inner]))

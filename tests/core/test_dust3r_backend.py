@@ -16,7 +16,8 @@ from core.dust3r.model import Dust3rNet
 from core.errors import InputError
 from core.progress import Progress
 from core.result import SceneResult
-from synthetic_pairs import one_thread  # noqa: F401 (autouse fixture: one torch thread)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = ModelConfig(enc_embed_dim=32, enc_depth=1, enc_num_heads=2, dec_embed_dim=24, dec_depth=1,
                    dec_num_heads=2, head_type="linear", img_size=(224, 224))

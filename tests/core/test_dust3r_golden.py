@@ -12,17 +12,10 @@ from core.dust3r.config import PRESETS, ModelConfig
 from core.dust3r.model import Dust3rNet
 from core.dust3r.weights import canonical_state_dict
 
-pytestmark = pytest.mark.shared
+pytestmark = [pytest.mark.shared, pytest.mark.usefixtures("one_torch_thread")]
 OUTPUTS = ("pts3d_1", "conf_1", "pts3d_2_in_1", "conf_2")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread (and do not fight other processes for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def relative_error(ours: np.ndarray, ref: np.ndarray) -> float:

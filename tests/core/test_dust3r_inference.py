@@ -14,19 +14,14 @@ from core.images import LoadedImage, normalize
 from core.pairs import make_pairs
 from core.progress import CancelToken, Progress
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = ModelConfig(enc_embed_dim=32, enc_depth=2, enc_num_heads=2, dec_embed_dim=24,
                    dec_depth=4, dec_num_heads=2, dpt_layer_dims=(8, 8, 16, 16),
                    dpt_feature_dim=16, dpt_last_dim=8)
 SIZES = [(32, 48), (48, 32), (32, 48), (32, 32), (48, 32)]  # (H, W), mixed orientations
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread (and do not fight other processes for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_model(head_type: str, seed: int = 0) -> Dust3rNet:

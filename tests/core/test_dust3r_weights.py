@@ -21,17 +21,10 @@ from core.dust3r.weights import (
 )
 from core.errors import WeightsError
 
-pytestmark = pytest.mark.shared
+pytestmark = [pytest.mark.shared, pytest.mark.usefixtures("one_torch_thread")]
 OUTPUTS = ("pts3d_1", "conf_1", "pts3d_2_in_1", "conf_2")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread (and do not fight other processes for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def constructor_string(args: dict) -> str:
