@@ -10,13 +10,17 @@ For each reference image:
    neighbours (robust to a neighbour in which the point is occluded);
 4. winner-take-all, sub-hypothesis parabola fit, then a small per-pixel sweep around it;
 5. after all images: keep a pixel only if at least ``min_consistent`` neighbours' depth maps agree
-   with it (forward-backward reprojection error and relative depth).
+   with it (forward-backward reprojection error and relative depth);
+6. optionally fill textureless regions (blank walls) with the plane that the kept depths around
+   and inside them fit (inverse depth is affine in pixel coordinates on a plane), and keep the
+   filled pixels that pass the same consistency check against the other images' filled maps.
 
 Everything runs at a working resolution (long side ``resolution``), which is the result's map grid.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -25,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from scipy import ndimage
 
 from ..errors import InputError
 from ..progress import Progress
@@ -59,6 +64,10 @@ class MvsOptions:
             kept only if that depth is geometrically consistent across views.
         threads: torch CPU threads while the stage runs (0 = leave torch's setting). On a CPU
             shared with other jobs, 1 avoids threads spinning against each other.
+        plane_fill: fill textureless regions with planes fitted to the kept depths around them
+            (step 6); filled pixels must still pass the consistency check, and their confidence
+            counts their NCC as 0 (it rests on the agreeing neighbours alone).
+        fill_max_rel_depth_error, fill_max_reproj_error: agreement tolerances of that check.
     """
 
     resolution: int = 400
@@ -74,6 +83,9 @@ class MvsOptions:
     min_ncc: float = 0.3
     smoothness: float = 0.5
     threads: int = 0
+    plane_fill: bool = True
+    fill_max_rel_depth_error: float = 0.05
+    fill_max_reproj_error: float = 3.0
 
     def __post_init__(self) -> None:
         if self.resolution < 32 or self.num_hypotheses < 4 or self.num_neighbors < 1:
@@ -642,16 +654,105 @@ def _dense(
             nccs.append(ncc)
             log.debug("image %d: range %.3g..%.3g, neighbours %s", i, near, far, neighbors)
         progress("dense", n / (n + 1), "geometric consistency across views")
-        out = []
+        keeps, agreements = [], []
         for i in range(n):
-            needed = min(options.min_consistent, len(neighbor_lists[i]))
+            needed = max(min(options.min_consistent, len(neighbor_lists[i])), 1)
             count = _consistent_count(views, depths, i, neighbor_lists[i], options)
             matched = (nccs[i] >= options.min_ncc) | ((nccs[i] < -0.5) & (options.smoothness > 0))
-            keep = (count >= max(needed, 1)) & matched & torch.isfinite(depths[i])
-            agreement = count.float() / max(len(neighbor_lists[i]), 1)
-            out.append(_dense_view(views[i], depths[i], nccs[i], agreement, keep))
+            keeps.append((count >= needed) & matched & torch.isfinite(depths[i]))
+            agreements.append(count.float() / max(len(neighbor_lists[i]), 1))
+        if options.plane_fill:
+            nan = float("nan")
+            kept = [torch.where(k, d, torch.full_like(d, nan)) for k, d in zip(keeps, depths)]
+            filled = [_plane_fill(v.gray, d, options.window) for v, d in zip(views, kept)]
+            # Plane fits average depths with 1-2% noise, so neighbours' fills of the same wall
+            # differ by more than matched depths do; they are checked at their own tolerance.
+            fill_check = dataclasses.replace(
+                options,
+                max_rel_depth_error=options.fill_max_rel_depth_error,
+                max_reproj_error=options.fill_max_reproj_error,
+            )
+            for i in range(n):
+                new = torch.isfinite(filled[i]) & ~keeps[i]
+                needed = max(min(options.min_consistent, len(neighbor_lists[i])), 1)
+                count = _consistent_count(views, filled, i, neighbor_lists[i], fill_check)
+                accept = new & (count >= needed)
+                log.debug("image %d: %d px plane-filled, %d consistent", i, new.sum(), accept.sum())
+                depths[i] = torch.where(accept, filled[i], depths[i])
+                nccs[i] = torch.where(accept, torch.zeros_like(nccs[i]), nccs[i])
+                agreements[i] = torch.where(
+                    accept, count.float() / max(len(neighbor_lists[i]), 1), agreements[i]
+                )
+                keeps[i] = keeps[i] | accept
+        out = [
+            _dense_view(views[i], depths[i], nccs[i], agreements[i], keeps[i]) for i in range(n)
+        ]
     progress("dense", 1.0, "")
     return out
+
+
+_FILL_MAX_STD = 0.01  # grey std (0..1) of the window below which a pixel may be plane-filled
+_FILL_MIN_REGION = 100  # pixels; smaller textureless regions are left alone
+_FILL_MIN_SUPPORT = 30  # kept depths a region's plane must rest on
+_FILL_MAX_RESIDUAL = 0.03  # rms relative inverse-depth residual of those depths to the plane
+
+
+def _plane_fill(gray: torch.Tensor, depth: torch.Tensor, window: int) -> torch.Tensor:
+    """``depth`` with textureless regions filled by a plane fitted to the kept depths on and
+    around them; NaN where nothing is known.
+
+    A textureless region is a connected set of pixels whose ``window``-sized neighbourhood has a
+    grey std below :data:`_FILL_MAX_STD`. On a plane, inverse depth is affine in the pixel
+    coordinates, ``1/z = a u + b v + c``, so a least-squares fit (twice, dropping residuals above
+    3x the rms) to the kept depths inside the region and in a ``window``-wide ring around it gives
+    the region's depth; regions whose fit is poor (not one plane) stay empty.
+
+    Args:
+        gray: ``(H, W)`` grey image in 0..1.
+        depth: ``(H, W)`` z-depth, NaN where not kept.
+        window: ring width (pixels).
+
+    Returns:
+        ``(H, W)`` depth, the input's values where they were finite.
+    """
+    image = gray.cpu().numpy().astype(np.float64)
+    inv = 1.0 / depth.cpu().numpy().astype(np.float64)
+    known = np.isfinite(inv)
+    mean = ndimage.uniform_filter(image, window)
+    std = np.sqrt(np.maximum(ndimage.uniform_filter(image * image, window) - mean * mean, 0.0))
+    labels, _ = ndimage.label(std < _FILL_MAX_STD)
+    out = inv.copy()
+    v_all, u_all = np.mgrid[: image.shape[0], : image.shape[1]]
+    for region, box in enumerate(ndimage.find_objects(labels), start=1):
+        grown_box = tuple(slice(max(s.start - window, 0), s.stop + window) for s in box)
+        inside = labels[grown_box] == region
+        if inside.sum() < _FILL_MIN_REGION:
+            continue
+        support = ndimage.binary_dilation(inside, iterations=window) & known[grown_box]
+        if support.sum() < _FILL_MIN_SUPPORT:
+            continue
+        u, v = u_all[grown_box][support], v_all[grown_box][support]
+        A = np.stack((u, v, np.ones_like(u)), 1).astype(np.float64)
+        y = inv[grown_box][support]
+        use = np.ones(len(y), bool)
+        for _ in range(2):
+            if use.sum() < _FILL_MIN_SUPPORT:
+                break
+            plane = np.linalg.lstsq(A[use], y[use], rcond=None)[0]
+            relative = np.abs(A @ plane - y) / y
+            rms = np.sqrt(np.mean(relative[use] ** 2))
+            use = relative < 3 * rms + 1e-9
+        if use.sum() < _FILL_MIN_SUPPORT or rms > _FILL_MAX_RESIDUAL:
+            continue
+        fill = inside & ~known[grown_box]
+        uf, vf = u_all[grown_box][fill], v_all[grown_box][fill]
+        values = plane[0] * uf + plane[1] * vf + plane[2]
+        target = out[grown_box]
+        target[fill] = np.where(values > 0, values, np.nan)
+        out[grown_box] = target
+    with np.errstate(divide="ignore"):
+        filled = torch.as_tensor(1.0 / out, dtype=depth.dtype, device=depth.device)
+    return torch.where(torch.isfinite(depth), depth, filled)
 
 
 def _dense_view(
