@@ -691,10 +691,10 @@ def _dense(
     return out
 
 
-_FILL_MAX_STD = 0.01  # grey std (0..1) of the window below which a pixel may be plane-filled
+_FILL_MAX_STD = 0.02  # grey std (0..1) of the window below which a pixel may be plane-filled
 _FILL_MIN_REGION = 100  # pixels; smaller textureless regions are left alone
 _FILL_MIN_SUPPORT = 30  # kept depths a region's plane must rest on
-_FILL_MAX_RESIDUAL = 0.03  # rms relative inverse-depth residual of those depths to the plane
+_FILL_MAX_RESIDUAL = 0.05  # rms relative inverse-depth residual of those depths to the plane
 
 
 def _plane_fill(gray: torch.Tensor, depth: torch.Tensor, window: int) -> torch.Tensor:

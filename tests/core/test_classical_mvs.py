@@ -221,8 +221,9 @@ def test_dense_with_known_cameras_on_tartanair(shared_dir):
         kept_share.append(kept.sum() / (g > 0).sum())
         rel_all.append(np.abs(view.depth[kept] - g[kept]) / g[kept])
     # White walls and floor tiles: most pixels are untextured or ambiguous along the epipolar
-    # lines of this forward motion, so few are kept (about 6% here; see bench_scenes.py), and
-    # the fronto-parallel windows leave about 2% median error on the slanted walls and floor.
+    # lines of this forward motion, so few are kept even with plane filling of blank regions
+    # (see bench_scenes.py for the full scene), and the fronto-parallel windows leave about 2%
+    # median error on the slanted walls and floor.
     rel = np.concatenate(rel_all)
     assert np.mean(kept_share) > 0.03
     assert np.median(rel) < 0.03 and rel.mean() < 0.08
@@ -258,7 +259,7 @@ def test_plane_fill_fills_a_blank_region_with_the_plane_around_it():
     np.testing.assert_allclose(filled[inner], depth_gt[inner], rtol=1e-6)
     np.testing.assert_array_equal(filled[~blank], depth[~blank])
     # Around a fold (two planes meeting in the blank region) no single plane fits: nothing filled.
-    folded = np.where(u < 40, depth_gt, offset / (rays @ np.array([-0.6, -0.3, 1.0])))
+    folded = np.where(u < 40, depth_gt, offset / (rays @ np.array([-1.0, -0.3, 1.0])))
     depth = np.where(blank, np.nan, folded)
     filled = _plane_fill(torch.tensor(gray, dtype=torch.float32), torch.tensor(depth), 7).numpy()
     assert np.all(np.isnan(filled[inner]))
