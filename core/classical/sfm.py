@@ -646,6 +646,7 @@ def _reregister(
     camera = rec.camera(matches.camera_id[k])
     estimation = pycolmap.AbsolutePoseEstimationOptions()
     estimation.ransac.max_error = _AGREEMENT_ERROR_PX
+    estimation.ransac.random_seed = 0  # repeatable, like the rest of the run
     xyz = np.array([rec.point3D(p).xyz for p in ids_3d], float)
     found = pycolmap.estimate_and_refine_absolute_pose(np.array(xy_2d), xyz, camera, estimation)
     if found is None or found["num_inliers"] < _MIN_SUPPORT:
