@@ -133,3 +133,28 @@ def camera_errors(result: SceneResult, truth: dict[str, TrueCamera]) -> CameraEr
         focal.append(np.abs(f_est - f_gt) / f_gt)
     missing = tuple(sorted(set(truth) - set(files)))
     return CameraErrors(files, rotation, translation, np.array(focal).reshape(-1, 2), missing)
+
+
+def pose_accuracy(errors: CameraErrors, registered_only: bool = False) -> dict[str, float]:
+    """RRA@15, RTA@15 and mAA(30) as in the DUSt3R/PoseDiffusion protocol (``MANIFEST.md``).
+
+    Scores are fractions of all pairs of the truth's photos; a pair with a photo missing from the
+    result counts as a failure unless ``registered_only``. The translation error is taken
+    sign-ambiguous there (``min(e, 180 - e)``), as the protocol does; a NaN error is a failure.
+
+    Returns:
+        ``{"RRA@15", "RTA@15", "mAA(30)"}``: fractions in [0, 1] (NaN with fewer than 2 photos).
+    """
+    n = len(errors.files) + (0 if registered_only else len(errors.missing))
+    pairs = n * (n - 1) // 2
+    if pairs == 0:
+        return {"RRA@15": float("nan"), "RTA@15": float("nan"), "mAA(30)": float("nan")}
+    rotation = errors.rotation_deg
+    translation = np.minimum(errors.translation_deg, 180.0 - errors.translation_deg)
+    worst = np.maximum(rotation, translation)
+    return {
+        "RRA@15": float(np.sum(rotation < 15) / pairs),
+        "RTA@15": float(np.sum(translation < 15) / pairs),
+        # mean over the thresholds 1..30 degrees of the share of pairs within them
+        "mAA(30)": float(np.mean([np.sum(worst < t) / pairs for t in range(1, 31)])),
+    }

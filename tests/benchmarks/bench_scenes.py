@@ -13,14 +13,12 @@ its user + system CPU time ("time s" is wall time, inflated when other jobs shar
 
 Metrics (MANIFEST.md, "Metrics"):
 
-* Pose, over all N(N-1)/2 pairs of the scene's images (a pair with an unregistered image counts as
-  a failure): relative pose ``T_j T_i^-1`` of world-to-camera matrices for GT and prediction
-  (the pose of camera i in camera j; it does not depend on the world frame, which is what
-  PoseDiffusion's ``T_i^-1 T_j`` of its row-vector camera-to-world matrices computes), rotation
-  error = geodesic angle, translation error = sign-free angle between translation directions.
-  RRA@15 / RTA@15 = share of pairs under 15 degrees; mAA(30) = mean over t = 1..30 degrees of the
-  share of pairs with max(rotation, translation error) < t.
-  "(reg)" is mAA(30) over the pairs of registered images only.
+* Pose (``core.metrics.camera_errors`` and ``pose_accuracy``), over all N(N-1)/2 pairs of the
+  scene's images (a pair with an unregistered image counts as a failure): relative rotation
+  error = geodesic angle, translation error = sign-free angle between the relative translation
+  directions; both independent of the world frame and scale. RRA@15 / RTA@15 = share of pairs
+  under 15 degrees; mAA(30) = mean over t = 1..30 degrees of the share of pairs with
+  max(rotation, translation error) < t. "(reg)" is mAA(30) over the pairs of registered images.
 * Focal: median over registered images of |fx_pred / fx_gt - 1| in the file's pixels.
 * Depth (scenes with depth): on the pixels the result keeps (conf > conf_threshold), GT sampled at
   each map pixel's photo pixel; each depth map scaled by median(gt)/median(pred) when the cameras
@@ -50,51 +48,6 @@ TIMING_SCENE = "middlebury_templeSR"  # 16 images, 640x480
 def load_gt(scene_dir: Path) -> tuple[list[str], list[dict]]:
     gt = json.loads((scene_dir / "gt.json").read_text())
     return [str(scene_dir / f["file"]) for f in gt["frames"]], gt["frames"]
-
-
-def gt_world2cam(frame: dict) -> np.ndarray:
-    w2c = np.eye(4)
-    w2c[:3, :3] = frame["R_w2c"]
-    w2c[:3, 3] = frame["t_w2c"]
-    return w2c
-
-
-def gt_K(frame: dict) -> np.ndarray:
-    return np.array([[frame["fx"], 0, frame["cx"]], [0, frame["fy"], frame["cy"]], [0, 0, 1.0]])
-
-
-def pair_errors(w2c_gt: list[np.ndarray], w2c_pred: list[np.ndarray | None]) -> np.ndarray:
-    """``(P, 2)`` rotation and translation-direction errors (degrees) over all pairs i < j.
-
-    Pairs with a missing (unregistered) camera get ``inf``.
-    """
-    errors = []
-    n = len(w2c_gt)
-    for i in range(n):
-        for j in range(i + 1, n):
-            if w2c_pred[i] is None or w2c_pred[j] is None:
-                errors.append((np.inf, np.inf))
-                continue
-            rel_gt = w2c_gt[j] @ np.linalg.inv(w2c_gt[i])
-            rel_pred = w2c_pred[j] @ np.linalg.inv(w2c_pred[i])
-            r = rel_pred[:3, :3].T @ rel_gt[:3, :3]
-            rot = np.degrees(np.arccos(np.clip((np.trace(r) - 1) / 2, -1, 1)))
-            t_gt, t_pred = rel_gt[:3, 3], rel_pred[:3, 3]
-            norm = np.linalg.norm(t_gt) * np.linalg.norm(t_pred)
-            cos = abs(t_gt @ t_pred) / norm if norm > 0 else np.nan
-            trans = np.degrees(np.arccos(min(cos, 1.0))) if np.isfinite(cos) else np.inf
-            errors.append((rot, trans))
-    return np.array(errors, float).reshape(-1, 2)
-
-
-def pose_scores(errors: np.ndarray) -> dict[str, float]:
-    errors = np.nan_to_num(errors, nan=np.inf)
-    worst = errors.max(axis=1)
-    return {
-        "RRA@15": float((errors[:, 0] < 15).mean()),
-        "RTA@15": float((errors[:, 1] < 15).mean()),
-        "mAA(30)": float(np.mean([(worst < t).mean() for t in range(1, 31)])),
-    }
 
 
 def depth_scores(
@@ -137,11 +90,14 @@ def run_scene(scene: str, args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(REPO_ROOT))
     from core.backends import run_backend
     from core.config import JobConfig
+    from core.metrics import camera_errors, load_truth, pose_accuracy
     from core.progress import Progress
 
     scene_dir = SCENES_DIR / scene
     paths, frames = load_gt(scene_dir)
     frames_by_file = dict(zip(paths, frames))
+    truth = load_truth(scene_dir / "gt.json")
+    true_cameras = [truth[Path(p).name] for p in paths]
     stage_times: dict[str, float] = {}
     t0 = time.perf_counter()
 
@@ -159,8 +115,8 @@ def run_scene(scene: str, args: argparse.Namespace) -> dict:
         mvs_options = MvsOptions(**json.loads(args.options or "{}"))
         dense = dense_from_cameras(
             [load_photo(p) for p in paths],
-            np.stack([gt_K(f) for f in frames]),
-            np.stack([np.linalg.inv(gt_world2cam(f)) for f in frames]),
+            np.stack([t.K_photo for t in true_cameras]),
+            np.stack([t.cam2world for t in true_cameras]),
             mvs_options,
             Progress(on_progress),
         )
@@ -185,18 +141,12 @@ def run_scene(scene: str, args: argparse.Namespace) -> dict:
         return {**row, "error": f"{type(exc).__name__}: {exc}", "time_s": time.perf_counter() - t0}
     row["time_s"] = time.perf_counter() - t0
     row["stages"] = {k: round(v, 1) for k, v in stage_times.items()}
-    by_file = {im.file: im for im in result.images}
-    row["registered"] = len(by_file)
-    w2c_pred = [np.linalg.inv(by_file[p].cam2world) if p in by_file else None for p in paths]
-    errors = pair_errors([gt_world2cam(f) for f in frames], w2c_pred)
-    row.update(pose_scores(errors))
-    registered_pairs = np.isfinite(errors).all(axis=1)
-    if registered_pairs.any():
-        row["mAA(30) reg"] = pose_scores(errors[registered_pairs])["mAA(30)"]
-    focal_err = [
-        abs(by_file[p].K_photo[0, 0] / f["fx"] - 1) for p, f in zip(paths, frames) if p in by_file
-    ]
-    row["focal_err"] = float(np.median(focal_err)) if focal_err else float("nan")
+    row["registered"] = len(result.images)
+    errors = camera_errors(result, truth)
+    row.update(pose_accuracy(errors))
+    if len(errors.files) > 1:
+        row["mAA(30) reg"] = pose_accuracy(errors, registered_only=True)["mAA(30)"]
+    row["focal_err"] = float(np.median(errors.focal_rel[:, 0]))
     if has_depth:
         images = [
             {

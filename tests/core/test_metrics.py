@@ -9,7 +9,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from core.errors import FormatError, InputError
-from core.metrics import camera_errors, load_truth
+from core.metrics import camera_errors, load_truth, pose_accuracy
 from core.result import ImageResult, SceneResult
 
 
@@ -93,3 +93,24 @@ def test_bad_truth_files(tmp_path, cameras):
         im.file = "/elsewhere/x.png"
     with pytest.raises(InputError, match="ground truth"):
         camera_errors(other, truth)
+
+
+def test_pose_accuracy_counts_missing_photos_and_known_errors(tmp_path, cameras):
+    c2w, K = cameras
+    _write_truth(tmp_path / "gt.json", c2w, K)
+    est = c2w.copy()
+    # Turn camera 0 by 20 degrees about its own optical axis: its 4 pairs get a 20-degree
+    # rotation error; camera 4 is left out of the result (4 more failed pairs of 10).
+    est[0, :3, :3] = est[0, :3, :3] @ Rotation.from_rotvec([0, 0, np.radians(20)]).as_matrix()
+    errors = camera_errors(_result(est[:4], K), load_truth(tmp_path / "gt.json"))
+    scores = pose_accuracy(errors)
+    assert errors.missing == ("img4.png",)
+    assert scores["RRA@15"] == pytest.approx(3 / 10)  # pairs among cameras 1..3 only
+    rot_ok = np.sort(errors.rotation_deg)
+    np.testing.assert_allclose(rot_ok[-3:], 20.0, atol=1e-6)
+    # mAA over registered pairs (6): the 3 exact pairs pass all 30 thresholds; a turn about the
+    # optical axis moves translation directions by at most 20 degrees, so the 3 turned pairs'
+    # worst error is the 20-degree rotation and they pass t = 21..30 (10 thresholds; t = 20 too
+    # when rounding lands a hair below 20, hence one threshold of slack per pair).
+    assert pose_accuracy(errors, registered_only=True)["mAA(30)"] == pytest.approx(
+        (3 * 30 + 3 * 10) / (6 * 30), abs=3 / 180 + 1e-9)
