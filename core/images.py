@@ -18,13 +18,14 @@ torch-free: numpy and Pillow only.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from .errors import InputError
 
@@ -226,6 +227,31 @@ def load_images(
             f"Supported formats: {', '.join(IMAGE_EXTENSIONS)}."
         )
     return loaded, skipped
+
+
+_EXIF_FOCAL_35MM = 41989  # FocalLengthIn35mmFilm, in the Exif IFD
+_EXIF_MAKE, _EXIF_MODEL = 271, 272
+_FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
+
+
+def exif_camera(path: str | Path) -> tuple[str, float | None]:
+    """The EXIF camera name and focal length in photo pixels (``None`` if EXIF lacks it).
+
+    The focal comes from the 35 mm-equivalent focal length, which is defined on the image
+    diagonal, so it does not depend on the EXIF orientation.
+    """
+    try:
+        with Image.open(path) as img:
+            exif = img.getexif()
+            width, height = img.size
+            exif_ifd = exif.get_ifd(ExifTags.IFD.Exif)
+    except _READ_ERRORS as exc:
+        raise InputError(f"Cannot read the photo {path}: {exc}.") from exc
+    name = f"{exif.get(_EXIF_MAKE, '')} {exif.get(_EXIF_MODEL, '')}".strip()
+    focal_35mm = exif_ifd.get(_EXIF_FOCAL_35MM)
+    if not focal_35mm:
+        return name, None
+    return name, float(focal_35mm) * math.hypot(width, height) / _FULL_FRAME_DIAGONAL_MM
 
 
 def normalize(rgb: np.ndarray) -> np.ndarray:

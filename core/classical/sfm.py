@@ -12,7 +12,6 @@ aware) maps back with ``u_photo = s * (u_work + 0.5) - 0.5``.
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -22,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pycolmap
-from PIL import ExifTags, Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import Cancelled, InputError, ReconstructionFailed
-from ..images import load_photo
+from ..images import exif_camera, load_photo
 from ..progress import Progress
 
 log = logging.getLogger(__name__)
@@ -34,9 +33,6 @@ MATCHERS = ("auto", "exhaustive", "sequential")
 CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
 INTRINSICS_MODES = ("auto", "shared", "per_image")
 
-_EXIF_FOCAL_35MM = 41989  # FocalLengthIn35mmFilm, in the Exif IFD
-_EXIF_MAKE, _EXIF_MODEL = 271, 272
-_FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
 _MIN_SUPPORT = 30  # a pose seen by fewer sparse points is not trusted (COLMAP's PnP default)
 # A registered photo must explain at least half of its verified matches within the two-view
 # verification's own RANSAC tolerance (COLMAP's 4 px); right poses explain nearly all of them.
@@ -120,26 +116,6 @@ class SparseModel:
     visible: list[np.ndarray]
     unregistered: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-def exif_camera(path: str | Path) -> tuple[str, float | None]:
-    """The EXIF camera name and focal length in photo pixels (``None`` if EXIF lacks it).
-
-    The focal comes from the 35 mm-equivalent focal length, which is defined on the image
-    diagonal, so it does not depend on the EXIF orientation.
-    """
-    try:
-        with Image.open(path) as img:
-            exif = img.getexif()
-            width, height = img.size
-            exif_ifd = exif.get_ifd(ExifTags.IFD.Exif)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise InputError(f"Cannot read the photo {path}: {exc}.") from exc
-    name = f"{exif.get(_EXIF_MAKE, '')} {exif.get(_EXIF_MODEL, '')}".strip()
-    focal_35mm = exif_ifd.get(_EXIF_FOCAL_35MM)
-    if not focal_35mm:
-        return name, None
-    return name, float(focal_35mm) * math.hypot(width, height) / _FULL_FRAME_DIAGONAL_MM
 
 
 def _write_workspace_images(

@@ -6,6 +6,9 @@
 * ``image_size`` (512 | 224), ``graph`` (``complete``, ``swin``, ``logwin``, ``oneref`` or a
   reference string such as ``"swin-3-noncyclic"``), ``window``, ``cyclic``, ``ref``,
   ``precision`` (``bf16`` | ``fp32``), ``batch_size``;
+* ``exif_focal``: take each photo's focal length from its EXIF 35 mm-equivalent focal as a known
+  focal for the alignment (photos without it keep an estimated focal; ignored when
+  ``known_focals`` or ``known_intrinsics`` is given);
 * every :class:`~core.align.options.AlignOptions` field (per-image lists follow ``job.images``).
 
 The network's output is cached in ``job.cache_dir`` as a pair-predictions file named by a sha256 of
@@ -26,7 +29,7 @@ from typing import Any
 from ..align import AlignOptions, align
 from ..config import JobConfig, strict_fields
 from ..errors import FormatError, InputError
-from ..images import load_images
+from ..images import exif_camera, load_images
 from ..pairs import make_pairs, parse_graph
 from ..predictions import PREDICTIONS_FORMAT_VERSION, PairPredictions
 from ..progress import Progress
@@ -47,6 +50,7 @@ class NetworkOptions:
     ref: int | None = None
     precision: str = "bf16"
     batch_size: int = 8
+    exif_focal: bool = False
 
     def graph_arguments(self) -> dict[str, Any]:
         """Keyword arguments of :func:`core.pairs.make_pairs` (explicit fields win)."""
@@ -131,9 +135,22 @@ def _predict(job, network, images, progress) -> PairPredictions:
     return preds
 
 
+def _exif_focal(path: str) -> float | None:
+    """The photo's EXIF focal in photo pixels, or None (also for unreadable files, which the
+    image loader then reports)."""
+    try:
+        return exif_camera(path)[1]
+    except InputError:
+        return None
+
+
 def run(job: JobConfig, progress: Progress) -> SceneResult:
     """Reconstruct ``job.images`` with DUSt3R and the global alignment."""
     network, align_options = split_options(job.options)
+    if network.exif_focal and align_options.known_focals is None \
+            and align_options.known_intrinsics is None:
+        align_options = dataclasses.replace(
+            align_options, known_focals=tuple(_exif_focal(f) for f in job.images))
     progress("images", 0.0, f"loading {len(job.images)} photos")
     images, skipped = load_images(list(job.images), size=network.image_size)
     loaded = {im.file for im in images}

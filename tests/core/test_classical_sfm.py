@@ -150,7 +150,7 @@ def test_backend_end_to_end_on_dtu_subset(shared_dir, tmp_path):
 
 
 def test_exif_focal_from_35mm_equivalent(tmp_path):
-    from core.classical.sfm import exif_camera
+    from core.images import exif_camera
 
     image = Image.new("RGB", (400, 300), (90, 90, 90))
     exif = Image.Exif()

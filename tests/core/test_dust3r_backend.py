@@ -88,3 +88,23 @@ def test_bad_options_are_refused(weights):
         split_options({})
     with pytest.raises(InputError, match="iteratons"):
         split_options({"weights": weights, "iteratons": 3})
+
+
+def test_exif_focal_becomes_a_known_focal(tmp_path, weights):
+    rng = np.random.default_rng(1)
+    files = []
+    for k in range(3):
+        exif = Image.Exif()
+        if k != 1:  # the middle photo has no EXIF focal and keeps an estimated one
+            exif.get_ifd(0x8769)[41989] = 26 + 4 * k  # FocalLengthIn35mmFilm, mm
+        path = tmp_path / f"exif{k}.jpg"
+        Image.fromarray(rng.integers(0, 256, (60, 80, 3), np.uint8)).save(path, exif=exif)
+        files.append(str(path))
+    job = JobConfig(images=tuple(files), backend="dust3r", options={
+        "weights": weights, "image_size": 224, "precision": "fp32", "iterations": 3,
+        "exif_focal": True})
+    result = run(job, Progress())
+    for k in (0, 2):
+        # 35 mm-equivalent focal on the 43.27 mm full-frame diagonal -> the 100 px photo diagonal
+        expected = (26 + 4 * k) / np.hypot(36, 24) * np.hypot(80, 60)
+        assert result.images[k].K_photo[0, 0] == pytest.approx(expected, rel=1e-9)
