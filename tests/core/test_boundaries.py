@@ -10,13 +10,30 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BLENDER_SIDE_MODULES = [
+BLENDER_SIDE_MODULES = [  # every core module that operators/, ui/ or __init__.py import
     "core.errors",
     "core.progress",
     "core.config",
     "core.result",
     "core.predictions",
     "core.backends",
+    "core.job",
+    "core.worker",
+    "core.masks",
+    "core.metrics",
+    "core.checkpoints",
+    "core.deps",
+    "core.geometry.conventions",
+    "core.dust3r.download",
+    "core.dust3r.registry",
+    "core.blocking.animation",
+    "core.blocking.colmap",
+    "core.blocking.level",
+    "core.blocking.nerf",
+    "core.blocking.planes",
+    "core.blocking.ply",
+    "core.blocking.scale",
+    "core.blocking.transform",
 ]
 
 
