@@ -93,11 +93,14 @@ def make_boxes(rng: np.random.Generator, count: int = 3) -> list[Box]:
     return boxes
 
 
-def look_at_cam2world(centre: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """``(4, 4)`` float64 OpenCV camera-to-world at ``centre`` looking at ``target``, world z up."""
+def look_at_cam2world(
+    centre: np.ndarray, target: np.ndarray, up: tuple[float, float, float] = (0.0, 0.0, 1.0)
+) -> np.ndarray:
+    """``(4, 4)`` float64 OpenCV camera-to-world at ``centre`` looking at ``target``; the image's
+    up direction (camera -y) leans towards the world direction ``up``."""
     forward = target - centre
     forward /= np.linalg.norm(forward)
-    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right = np.cross(forward, up)
     right /= np.linalg.norm(right)
     down = np.cross(forward, right)
     c2w = np.eye(4)

@@ -20,19 +20,7 @@ from core.classical.mvs import (
 )
 from core.errors import InputError
 from core.images import load_photo
-
-
-def _look_at(centre: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """cam2world (OpenCV axes) of a camera at ``centre`` looking at ``target``, y roughly down."""
-    z = target - centre
-    z /= np.linalg.norm(z)
-    x = np.cross(np.array([0.0, 1.0, 0.0]), z)
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    c2w = np.eye(4)
-    c2w[:3, :3] = np.stack([x, y, z], axis=1)
-    c2w[:3, 3] = centre
-    return c2w
+from core.synthetic import look_at_cam2world
 
 
 def _texture(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
@@ -57,7 +45,7 @@ def render_scene(n_views: int = 5, size: tuple[int, int] = (96, 72), supersample
     images, depths, c2ws = [], [], []
     for k in range(n_views):
         centre = np.array([-0.6 + 1.2 * k / max(n_views - 1, 1), 0.1 * (k % 2), 0.0])
-        c2w = _look_at(centre, np.array([0.0, 0.0, 5.0]))
+        c2w = look_at_cam2world(centre, np.array([0.0, 0.0, 5.0]), up=(0.0, -1.0, 0.0))
         offsets = (np.arange(supersample) + 0.5) / supersample - 0.5
         colour = np.zeros((h, w))
         for dy in offsets:
