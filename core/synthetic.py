@@ -94,15 +94,21 @@ def make_boxes(rng: np.random.Generator, count: int = 3) -> list[Box]:
 
 
 def look_at_cam2world(
-    centre: np.ndarray, target: np.ndarray, up: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    centre: np.ndarray,
+    target: np.ndarray,
+    up: tuple[float, float, float] = (0.0, 0.0, 1.0),
+    roll: float = 0.0,
 ) -> np.ndarray:
     """``(4, 4)`` float64 OpenCV camera-to-world at ``centre`` looking at ``target``; the image's
-    up direction (camera -y) leans towards the world direction ``up``."""
-    forward = target - centre
+    up direction (camera -y) leans towards the world direction ``up``, then the camera is turned
+    by ``roll`` radians about its optical axis."""
+    forward = np.asarray(target, float) - centre
     forward /= np.linalg.norm(forward)
     right = np.cross(forward, up)
     right /= np.linalg.norm(right)
     down = np.cross(forward, right)
+    c, s = np.cos(roll), np.sin(roll)
+    right, down = c * right + s * down, -s * right + c * down
     c2w = np.eye(4)
     c2w[:3, :3] = np.stack([right, down, forward], axis=1)
     c2w[:3, 3] = centre

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.predictions import PairPredictions, ViewInfo
+from core.synthetic import look_at_cam2world
 
 SURFACE_Z = 3.0
 """Mean distance of the surface from the camera plane (world units)."""
@@ -47,18 +48,6 @@ class SyntheticScene:
     pts3d_world: np.ndarray
     depth: np.ndarray
     edge_scale: np.ndarray
-
-
-def _look_at(centre: np.ndarray, target: np.ndarray, roll: float) -> np.ndarray:
-    """``(3, 3)`` cam2world rotation with z towards ``target``, y roughly down, rolled."""
-    z = target - centre
-    z /= np.linalg.norm(z)
-    x = np.cross(np.array([0.0, 1.0, 0.0]), z)
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    c, s = np.cos(roll), np.sin(roll)
-    x, y = c * x + s * y, -s * x + c * y
-    return np.stack([x, y, z], axis=1)
 
 
 class _Surface:
@@ -105,7 +94,8 @@ def make_cameras(n: int, height: int, width: int, rng: np.random.Generator, same
         radius, angle = 0.8 * np.sqrt(rng.uniform(0.1, 1.0)), rng.uniform(0, 2 * np.pi)
         centre = np.array([radius * np.cos(angle), radius * np.sin(angle), rng.uniform(-0.3, 0.3)])
         target = np.array([*rng.uniform(-0.4, 0.4, size=2), SURFACE_Z])
-        cam2world[k, :3, :3] = _look_at(centre, target, rng.uniform(-0.2, 0.2))
+        cam2world[k, :3, :3] = look_at_cam2world(  # this world is y-down
+            centre, target, up=(0.0, -1.0, 0.0), roll=rng.uniform(-0.2, 0.2))[:3, :3]
         cam2world[k, :3, 3] = centre
     return K, cam2world
 

@@ -22,21 +22,11 @@ from conftest import load_addon
 
 addon = load_addon()
 from photo_recon.core.result import ImageResult, SceneResult  # noqa: E402
+from photo_recon.core.synthetic import look_at_cam2world  # noqa: E402
 from photo_recon.operators.apply import apply_result  # noqa: E402
 
 W, H = 32, 24
 _KINDS = ("objects", "collections", "meshes", "cameras", "images", "materials", "node_groups")
-
-
-def _orbit_pose(angle: float) -> np.ndarray:
-    centre = np.array([3 * np.cos(angle), 3 * np.sin(angle), 1.0])
-    z = -centre / np.linalg.norm(centre)
-    x = np.cross(z, [0.0, 0.0, 1.0])
-    x /= np.linalg.norm(x)
-    c2w = np.eye(4)
-    c2w[:3, :3] = np.stack([x, np.cross(z, x), z], axis=1)
-    c2w[:3, 3] = centre
-    return c2w
 
 
 def make_scene(folder: Path, names: list[str], Ks: list[np.ndarray], write_photos=True) -> SceneResult:
@@ -49,7 +39,8 @@ def make_scene(folder: Path, names: list[str], Ks: list[np.ndarray], write_photo
     pix = np.stack([u, v, np.ones_like(u)], axis=-1)
     images = []
     for k, name in enumerate(names):
-        c2w = _orbit_pose(2 * np.pi * ranks[k] / len(names))
+        angle = 2 * np.pi * ranks[k] / len(names)
+        c2w = look_at_cam2world(np.array([3 * np.cos(angle), 3 * np.sin(angle), 1.0]), np.zeros(3))
         pts = (pix @ np.linalg.inv(Ks[k]).T * 3.0) @ c2w[:3, :3].T + c2w[:3, 3]
         colors = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
         if write_photos:

@@ -24,6 +24,7 @@ addon = load_addon()
 from photo_recon.core.blocking.transform import apply_similarity  # noqa: E402
 from photo_recon.core.geometry.conventions import cam2world_opencv_to_blender  # noqa: E402
 from photo_recon.core.result import ImageResult, SceneResult  # noqa: E402
+from photo_recon.core.synthetic import look_at_cam2world  # noqa: E402
 from photo_recon.operators.apply import apply_result  # noqa: E402
 
 GRID_W, GRID_H = 40, 30
@@ -31,18 +32,6 @@ CAMERA_HEIGHT = 1.5
 WALL_Y = 3.0
 CONF_THRESHOLD = 1.5
 _KINDS = ("objects", "collections", "meshes", "cameras", "images", "materials", "node_groups")
-
-
-def _look_at(centre: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """OpenCV cam2world (x right, y down, z forward) at ``centre`` looking at ``target``, Z up."""
-    z = target - centre
-    z /= np.linalg.norm(z)
-    x = np.cross(z, [0.0, 0.0, 1.0])
-    x /= np.linalg.norm(x)
-    c2w = np.eye(4)
-    c2w[:3, :3] = np.stack([x, np.cross(z, x), z], axis=1)
-    c2w[:3, 3] = centre
-    return c2w
 
 
 def _truth_scene(rng: np.random.Generator):
@@ -58,7 +47,7 @@ def _truth_scene(rng: np.random.Generator):
     for k in range(4):
         angle = -0.6 + 0.4 * k
         centre = np.array([2.5 * np.sin(angle), -2.5 * np.cos(angle), CAMERA_HEIGHT])
-        c2w = _look_at(centre, np.array([0.0, 1.0, 0.3]))
+        c2w = look_at_cam2world(centre, np.array([0.0, 1.0, 0.3]))
         rays = pix @ np.linalg.inv(K).T @ c2w[:3, :3].T
         with np.errstate(divide="ignore"):
             t_floor = np.where(rays[..., 2] < 0, -centre[2] / rays[..., 2], np.inf)

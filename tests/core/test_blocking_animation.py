@@ -20,6 +20,7 @@ from core.blocking.animation import (
 from core.blocking.planes import image_plane_corners
 from core.errors import InputError
 from core.result import ImageResult, SceneResult
+from core.synthetic import look_at_cam2world
 
 FLIP = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenCV camera axes -> Blender camera axes
 
@@ -31,12 +32,7 @@ def _orbit_result(n: int, K_photo_per_image=None, files=None) -> SceneResult:
     for k in range(n):
         angle = 2 * np.pi * k / n
         centre = np.array([3 * np.cos(angle), 3 * np.sin(angle), 1.0])
-        z = -centre / np.linalg.norm(centre)  # looking at the origin
-        x = np.cross(z, [0.0, 0.0, 1.0])
-        x /= np.linalg.norm(x)
-        c2w = np.eye(4)
-        c2w[:3, :3] = np.stack([x, np.cross(z, x), z], axis=1)
-        c2w[:3, 3] = centre
+        c2w = look_at_cam2world(centre, np.zeros(3))
         K = np.array([[50.0, 0, 15.5], [0, 50.0, 11.5], [0, 0, 1]])
         if K_photo_per_image is not None:
             K = K_photo_per_image[k]

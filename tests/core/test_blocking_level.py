@@ -25,6 +25,7 @@ from core.blocking.scale import (
 from core.blocking.transform import apply_similarity
 from core.errors import InputError
 from core.result import ImageResult, SceneResult
+from core.synthetic import look_at_cam2world
 
 GRID_H, GRID_W = 48, 64
 CAMERA_HEIGHT = 1.5
@@ -34,21 +35,6 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     q, r = np.linalg.qr(rng.normal(size=(3, 3)))
     q *= np.sign(np.diag(r))
     return q if np.linalg.det(q) > 0 else -q
-
-
-def _look_at(centre: np.ndarray, target: np.ndarray, roll: float) -> np.ndarray:
-    """OpenCV cam2world (x right, y down, z forward) looking at ``target``, Z up, small roll."""
-    z = target - centre
-    z /= np.linalg.norm(z)
-    x = np.cross(z, [0.0, 0.0, 1.0])
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    c, s = np.cos(roll), np.sin(roll)
-    x, y = c * x + s * y, -s * x + c * y
-    c2w = np.eye(4)
-    c2w[:3, :3] = np.stack([x, y, z], axis=1)
-    c2w[:3, 3] = centre
-    return c2w
 
 
 # Share of the points on each surface. The ceiling has more support than the table, so the
@@ -90,7 +76,7 @@ def make_scene(seed: int = 0, surfaces: dict[str, float] = SURFACES):
         np.array([3.0 * np.cos(a), 3.0 * np.sin(a), CAMERA_HEIGHT])
         for a in np.linspace(0.3, 2.0 * np.pi + 0.3, n_images, endpoint=False)
     ]
-    c2w_truth = [_look_at(c, np.array([0.0, 0.0, 0.3]), rng.uniform(-0.1, 0.1)) for c in centres]
+    c2w_truth = [look_at_cam2world(c, np.array([0.0, 0.0, 0.3]), roll=rng.uniform(-0.1, 0.1)) for c in centres]
     pts_truth = _truth_points(rng, n_images * GRID_H * GRID_W, surfaces)
 
     world_from_truth = np.eye(4)
