@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -39,6 +40,24 @@ def load_addon():
     sys.modules[ADDON_PACKAGE] = module
     spec.loader.exec_module(module)
     return module
+
+
+@contextlib.contextmanager
+def registered_addon():
+    """The add-on registered and enabled, so that its AddonPreferences exist; yields the
+    preferences and unregisters on exit. bpy is imported here, not at module level, so the
+    plain-Python tests never load it."""
+    import bpy
+
+    addon = load_addon()
+    addon.register()
+    entry = bpy.context.preferences.addons.new()
+    entry.module = ADDON_PACKAGE
+    try:
+        yield bpy.context.preferences.addons[ADDON_PACKAGE].preferences
+    finally:
+        bpy.context.preferences.addons.remove(entry)
+        addon.unregister()
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import ADDON_PACKAGE, load_addon
+from conftest import load_addon, registered_addon
 
 bpy = pytest.importorskip("bpy")
 
@@ -29,15 +29,9 @@ DATA_KINDS = ("objects", "collections", "meshes", "cameras", "images", "material
 @pytest.fixture(scope="module")
 def addon(tmp_path_factory):
     """Registered and enabled, with the cache folder in a temporary folder."""
-    module = load_addon()
-    module.register()
-    entry = bpy.context.preferences.addons.new()
-    entry.module = ADDON_PACKAGE
-    prefs = bpy.context.preferences.addons[ADDON_PACKAGE].preferences
-    prefs.cache_dir = str(tmp_path_factory.mktemp("cache"))
-    yield prefs
-    bpy.context.preferences.addons.remove(entry)
-    module.unregister()
+    with registered_addon() as prefs:
+        prefs.cache_dir = str(tmp_path_factory.mktemp("cache"))
+        yield prefs
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ADDON_PACKAGE, REPO_ROOT, load_addon
+from conftest import REPO_ROOT, load_addon, registered_addon
 
 bpy = pytest.importorskip("bpy")
 
@@ -42,13 +42,8 @@ def test_register_and_unregister_twice_in_a_row():
 @pytest.fixture
 def registered():
     """The add-on registered and enabled (so that its AddonPreferences exist)."""
-    addon = load_addon()
-    addon.register()
-    entry = bpy.context.preferences.addons.new()
-    entry.module = ADDON_PACKAGE
-    yield bpy.context.preferences.addons[ADDON_PACKAGE].preferences
-    bpy.context.preferences.addons.remove(entry)
-    addon.unregister()
+    with registered_addon() as prefs:
+        yield prefs
 
 
 def test_preference_defaults_are_blenders_python_and_user_folders(registered):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ADDON_PACKAGE, load_addon
+from conftest import load_addon, registered_addon
 from dummy_wheel import build_dummy_wheel
 
 bpy = pytest.importorskip("bpy")
@@ -34,14 +34,8 @@ DPT = WEIGHTS["DUSt3R_ViTLarge_BaseDecoder_512_dpt"]
 
 @pytest.fixture(scope="module")
 def prefs(tmp_path_factory):
-    module = load_addon()
-    module.register()
-    entry = bpy.context.preferences.addons.new()
-    entry.module = ADDON_PACKAGE
-    prefs = bpy.context.preferences.addons[ADDON_PACKAGE].preferences
-    yield prefs
-    bpy.context.preferences.addons.remove(entry)
-    module.unregister()
+    with registered_addon() as prefs:
+        yield prefs
 
 
 @pytest.fixture
