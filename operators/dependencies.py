@@ -20,6 +20,7 @@ from bpy.props import EnumProperty
 from ..core import deps
 from ..core.errors import Cancelled, DependencyError
 from ..ui import preferences
+from .background_task import BackgroundTaskOperator, redraw_preferences
 
 TORCH_FOLDER = "site-packages"
 """Extension user sub-folder that Install PyTorch installs into (``pip --target``)."""
@@ -111,7 +112,7 @@ class RECON_OT_check_dependencies(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class RECON_OT_install_torch(bpy.types.Operator):
+class RECON_OT_install_torch(BackgroundTaskOperator, bpy.types.Operator):
     bl_idname = "recon.install_torch"
     bl_label = "Install PyTorch"
     bl_description = (
@@ -120,8 +121,6 @@ class RECON_OT_install_torch(bpy.types.Operator):
     )
 
     variant: EnumProperty(name="Build", items=VARIANT_ITEMS, default="auto")
-
-    _timer = None
 
     @classmethod
     def poll(cls, context):
@@ -158,39 +157,29 @@ class RECON_OT_install_torch(bpy.types.Operator):
             return {"CANCELLED"}
         STATE.install, STATE.description = run, plan.description
         STATE.status, STATE.outcome, STATE.failed = run.poll(), "", False
-        if bpy.app.background:  # no event loop headless: wait here
-            try:
-                run.wait()
-            except (DependencyError, Cancelled):
-                pass  # the outcome is read from the run's final state below
-            return self._finish(context)
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(0.5, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
+        return self._wait_or_poll(context)
 
-    def modal(self, context, event):
+    def _task_running(self) -> bool:
         run = STATE.install
         if run is None:  # cancelled from the preferences or the add-on was disabled
-            return self._stop(context, {"CANCELLED"})
-        if event.type == "ESC":
-            run.cancel()
-        elif event.type != "TIMER":
-            return {"PASS_THROUGH"}
+            return False
         STATE.status = run.poll()
-        redraw_preferences(context)
-        if STATE.status.state == "running":
-            return {"PASS_THROUGH"}
-        return self._stop(context, self._finish(context))
+        return STATE.status.state == "running"
 
-    def _stop(self, context, result):
-        if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
-            self._timer = None
-        return result
+    def _task_wait(self) -> None:
+        try:
+            STATE.install.wait()
+        except (DependencyError, Cancelled):
+            pass  # the outcome is read from the run's final state in _finish
+
+    def _task_cancel(self) -> None:
+        if STATE.install is not None:
+            STATE.install.cancel()
 
     def _finish(self, context):
         run, STATE.install = STATE.install, None
+        if run is None:
+            return {"CANCELLED"}
         STATE.status = status = run.poll()
         if status.state == "done":
             deps.remove_shadowing_numpy(torch_folder())
@@ -236,14 +225,6 @@ class RECON_OT_open_install_log(bpy.types.Operator):
     def execute(self, context):
         bpy.ops.wm.path_open(filepath=str(install_log_path()))
         return {"FINISHED"}
-
-
-def redraw_preferences(context) -> None:
-    """Redraw open preferences windows (progress shown there changed)."""
-    for window in context.window_manager.windows:
-        for area in window.screen.areas:
-            if area.type == "PREFERENCES":
-                area.tag_redraw()
 
 
 CLASSES = (

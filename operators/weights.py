@@ -3,7 +3,8 @@
 Download runs only with Blender's online access allowed (``bpy.app.online_access``); without it
 the operator says which file to get from where and where to put it. The download itself is
 :func:`..core.dust3r.download.ensure_weights` (resume, atomic rename) in a background thread:
-it is network I/O without any bpy call, and a modal timer copies its progress to the preferences.
+it is network I/O without any bpy call, and a modal timer copies its progress to the preferences
+(Esc cancels it; :mod:`.background_task`).
 Locate checks the file with the worker's own loader (in the worker's Python, which takes a while
 for 2 GB) before copying or linking it into the weights folder, and refuses another model by name;
 it runs in a background thread too, so Blender stays responsive.
@@ -24,6 +25,7 @@ from ..core.errors import Cancelled, DependencyError, WeightsError
 from ..core.progress import CancelToken, Progress
 from ..ui import preferences
 from . import dependencies
+from .background_task import BackgroundTaskOperator, redraw_preferences
 
 
 @dataclass
@@ -74,38 +76,30 @@ def _locate(source: str, info, folder, python: str, extra_paths: list[str], link
         STATE.name = ""
 
 
-class _ThreadOperator:
-    """Runs a task of this module in a thread: modal with a timer in the UI, waiting headless."""
-
-    _timer = None
+class _ThreadOperator(BackgroundTaskOperator):
+    """Runs a task of this module in a thread (:data:`STATE` carries its progress and outcome)."""
 
     def _start(self, context, name: str, message: str, token: CancelToken | None, target, args):
         STATE.name, STATE.fraction, STATE.message, STATE.token = name, 0.0, message, token
         STATE.outcome, STATE.failed = "", False
         STATE.thread = threading.Thread(target=target, args=args, daemon=True)
         STATE.thread.start()
-        if bpy.app.background:  # no event loop headless: wait here
-            STATE.thread.join()
-            return self._finish(context)
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(0.5, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
+        return self._wait_or_poll(context)
 
-    def modal(self, context, event):
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        dependencies.redraw_preferences(context)
-        if STATE.thread is not None and STATE.thread.is_alive():
-            return {"PASS_THROUGH"}
-        context.window_manager.event_timer_remove(self._timer)
-        self._timer = None
-        return self._finish(context)
+    def _task_running(self) -> bool:
+        return STATE.thread is not None and STATE.thread.is_alive()
+
+    def _task_wait(self) -> None:
+        STATE.thread.join()
+
+    def _task_cancel(self) -> None:
+        if STATE.token is not None:  # a Locate check cannot be stopped; it writes nothing early
+            STATE.token.cancel()
 
     def _finish(self, context):
         STATE.thread = None
         self.report({"ERROR"} if STATE.failed else {"INFO"}, STATE.outcome)
-        dependencies.redraw_preferences(context)
+        redraw_preferences(context)
         return {"CANCELLED"} if STATE.failed else {"FINISHED"}
 
 

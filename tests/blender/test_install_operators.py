@@ -15,7 +15,10 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import sys
+import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -27,6 +30,7 @@ bpy = pytest.importorskip("bpy")
 load_addon()
 from photo_recon.core.deps import TORCH_VERSION  # noqa: E402
 from photo_recon.core.dust3r.registry import WEIGHTS  # noqa: E402
+from photo_recon.core.progress import CancelToken  # noqa: E402
 from photo_recon.operators import dependencies, weights  # noqa: E402
 
 DPT = WEIGHTS["DUSt3R_ViTLarge_BaseDecoder_512_dpt"]
@@ -158,3 +162,38 @@ def test_install_torch_pipeline_with_a_stand_in_wheel(online_local_pip):
     assert report.modules["numpy"].version != "9.9.9"
     assert report.torch_error.startswith("AttributeError")  # a stand-in, not a working torch
     assert "Installed" in dependencies.STATE.outcome and not dependencies.STATE.failed
+
+
+def test_ui_path_polls_the_thread_and_esc_cancels_it(weights_dir):
+    """What the UI does with Download (headless there are no events, so the test sends them):
+    timer ticks poll the thread and pass through while it runs, other events pass through, Esc
+    cancels the download's token, and the tick after the thread ended reports its outcome."""
+    token = CancelToken()
+
+    def download_until_cancelled():  # stands in for a long download (weights._download)
+        while not token.cancelled:
+            time.sleep(0.01)
+        weights.STATE.outcome, weights.STATE.failed = "cancelled; resumes later", False
+        weights.STATE.name = ""
+
+    class Driver(weights._ThreadOperator):
+        def __init__(self):
+            self.reports = []
+
+        def report(self, kind, message):
+            self.reports.append((kind, message))
+
+    driver = Driver()
+    weights.STATE.token = token
+    weights.STATE.thread = threading.Thread(target=download_until_cancelled, daemon=True)
+    weights.STATE.thread.start()
+    tick, esc, mouse = (SimpleNamespace(type=t) for t in ("TIMER", "ESC", "MOUSEMOVE"))
+    assert driver.modal(bpy.context, tick) == {"PASS_THROUGH"}
+    assert driver.modal(bpy.context, mouse) == {"PASS_THROUGH"}
+    assert not token.cancelled and weights.STATE.thread.is_alive()
+    driver.modal(bpy.context, esc)
+    assert token.cancelled
+    weights.STATE.thread.join(5.0)
+    assert driver.modal(bpy.context, tick) == {"FINISHED"}
+    assert driver.reports == [({"INFO"}, "cancelled; resumes later")]
+    assert weights.STATE.thread is None
