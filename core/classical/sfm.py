@@ -263,26 +263,52 @@ def epipolar_agreement(
 
 
 def _unregistered_reason(
-    k: int, keypoints: np.ndarray, inliers: np.ndarray, min_matches: int, other_model: int
+    k: int,
+    names: list[str],
+    keypoints: np.ndarray,
+    inliers: np.ndarray,
+    min_matches: int,
+    placed: set[int],
+    other_model: int,
 ) -> str:
-    """Why photo ``k`` is not in the largest model, in words for the user."""
+    """Why photo ``k`` is not in the largest model, in words for the user.
+
+    Args:
+        k: the photo's index.
+        names: file names of all photos.
+        keypoints: ``(n,)`` SIFT features per photo.
+        inliers: ``(n, n)`` verified matches per pair.
+        min_matches: verified matches a pair needs.
+        placed: indices of the photos in the model.
+        other_model: size of the separate model photo ``k`` is in (0 if none).
+    """
     if keypoints[k] < min_matches:
         return f"too few features ({keypoints[k]}): a blank, blurred or very dark photo"
-    best = int(inliers[k].max()) if len(inliers) > 1 else 0
-    if best < min_matches:
-        return (
-            f"too few matches with the other photos (best pair: {best} verified matches, "
-            f"{min_matches} needed); it may not overlap the others"
-        )
     if other_model > 0:
         return (
             f"it belongs to a separate group of {other_model} photos that could not be joined to "
             "the main model (too little overlap between the groups)"
         )
-    return (
-        f"matched other photos ({best} verified matches) but its pose could not be estimated "
-        "(matches too few or inconsistent)"
+    placed_order = sorted(placed)
+    best_placed = max(placed_order, key=lambda j: inliers[k, j]) if placed_order else k
+    n_placed = int(inliers[k, best_placed]) if placed_order else 0
+    if n_placed >= min_matches:
+        return (
+            f"matched placed photos (best: {n_placed} verified matches with "
+            f"{names[best_placed]}) but its pose could not be estimated from them (too few "
+            "or inconsistent, e.g. repeated or symmetric structure)"
+        )
+    reason = (
+        f"too few matches with the placed photos (best: {n_placed} verified matches, "
+        f"{min_matches} needed)"
     )
+    strongest = int(np.argmax(inliers[k]))
+    if inliers[k, strongest] >= min_matches:
+        return (
+            f"{reason}; its strongest match, {names[strongest]} ({inliers[k, strongest]} "
+            "verified matches), could not be placed either"
+        )
+    return f"{reason}; it may not overlap the others"
 
 
 @contextmanager
@@ -525,11 +551,13 @@ def _to_sparse_model(
                 poses[k] = pose
                 rejected.pop(k, None)
 
+    names = [Path(p).name for p in paths]
     files, sizes, Ks, c2ws, visible, unregistered = [], [], [], [], [], []
     for k, path in enumerate(paths):
         if k not in poses:
             reason = rejected.get(k) or _unregistered_reason(
-                k, matches.keypoints, matches.inliers, min_matches, group_of.get(k, 0)
+                k, names, matches.keypoints, matches.inliers, min_matches, set(poses),
+                group_of.get(k, 0),
             )
             unregistered.append({"file": path, "reason": reason})
             continue

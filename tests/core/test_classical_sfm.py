@@ -105,6 +105,33 @@ def test_bad_options_and_too_few_photos(tmp_path):
         run(JobConfig(images=(paths[0], str(tmp_path / "missing.jpg"))), Progress())
 
 
+def _temple(shared_dir, indices):
+    scene = shared_dir / "scenes" / "middlebury_templeSR"
+    frames = json.loads((scene / "gt.json").read_text())["frames"]
+    return [str(scene / frames[k]["file"]) for k in indices]
+
+
+def test_photos_of_another_scene_are_left_out_with_the_reason(shared_dir):
+    """Temple photos mixed into a DTU set: the DTU model is kept and each temple photo is named
+    with why it is missing (a lone one overlaps nothing; three that match each other form a
+    separate model that the user is told about)."""
+    dtu, _frames = _dtu(shared_dir)
+    lone = _temple(shared_dir, [0])
+    model = run_sfm(dtu + lone, SfmOptions(max_image_size=800), Progress())
+    assert model.files == dtu
+    [missing] = model.unregistered
+    assert missing["file"] == lone[0]
+    assert "too few matches with the placed photos" in missing["reason"]
+    assert "may not overlap" in missing["reason"]
+
+    group = _temple(shared_dir, [0, 1, 8])
+    model = run_sfm(dtu + group, SfmOptions(max_image_size=800), Progress())
+    assert model.files == dtu
+    assert [u["file"] for u in model.unregistered] == group
+    assert all("separate group of 3 photos" in u["reason"] for u in model.unregistered)
+    assert any("split into 2 separate models of 5, 3 photos" in w for w in model.warnings)
+
+
 def test_cancel_between_stages(shared_dir):
     paths, _ = _dtu(shared_dir)
     token = CancelToken()
