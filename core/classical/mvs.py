@@ -11,8 +11,9 @@ For each reference image:
 4. winner-take-all, sub-hypothesis parabola fit, then a small per-pixel sweep around it;
 5. after all images: keep a pixel only if at least ``min_consistent`` neighbours' depth maps agree
    with it (forward-backward reprojection error and relative depth);
-6. optionally fill textureless regions (blank walls) with the plane that the kept depths around
-   and inside them fit (inverse depth is affine in pixel coordinates on a plane), and keep the
+6. optionally fill textureless regions (blank walls) with the planes that most of the kept depths
+   around and inside them lie on, its own and its neighbours' (inverse depth is affine in pixel
+   coordinates on a plane; RANSAC, several planes where walls meet in a region), and keep the
    filled pixels that pass the same consistency check against the other images' filled maps.
 
 Everything runs at a working resolution (long side ``resolution``), which is the result's map grid.
@@ -64,9 +65,10 @@ class MvsOptions:
             kept only if that depth is geometrically consistent across views.
         threads: torch CPU threads while the stage runs (0 = leave torch's setting). On a CPU
             shared with other jobs, 1 avoids threads spinning against each other.
-        plane_fill: fill textureless regions with planes fitted to the kept depths around them
-            (step 6); filled pixels must still pass the consistency check, and their confidence
-            counts their NCC as 0 (it rests on the agreeing neighbours alone).
+        plane_fill: fill textureless regions with planes fitted to the kept depths around them,
+            the image's own and its neighbours' (step 6); filled pixels must still pass the
+            consistency check, and their confidence counts their NCC as 0 (it rests on the
+            agreeing neighbours alone).
         fill_max_rel_depth_error, fill_max_reproj_error: agreement tolerances of that check.
     """
 
@@ -664,7 +666,15 @@ def _dense(
         if options.plane_fill:
             nan = float("nan")
             kept = [torch.where(k, d, torch.full_like(d, nan)) for k, d in zip(keeps, depths)]
-            filled = [_plane_fill(v.gray, d, options.window) for v, d in zip(views, kept)]
+            # Each image's planes also rest on its neighbours' kept depths: they see other edges
+            # of the same blank walls.
+            filled = [
+                _plane_fill(
+                    views[i].gray, kept[i], options.window,
+                    _projected_depths(views, kept, i, neighbor_lists[i]),
+                )
+                for i in range(n)
+            ]
             # Plane fits average depths with 1-2% noise, so neighbours' fills of the same wall
             # differ by more than matched depths do; they are checked at their own tolerance.
             fill_check = dataclasses.replace(
@@ -693,60 +703,192 @@ def _dense(
 
 _FILL_MAX_STD = 0.02  # grey std (0..1) of the window below which a pixel may be plane-filled
 _FILL_MIN_REGION = 100  # pixels; smaller textureless regions are left alone
-_FILL_MIN_SUPPORT = 30  # kept depths a region's plane must rest on
-_FILL_MAX_RESIDUAL = 0.05  # rms relative inverse-depth residual of those depths to the plane
+_FILL_MIN_SUPPORT = 30  # depths on a region's plane that the plane must rest on
+_FILL_INLIER_TOLERANCE = 0.03  # relative inverse-depth residual of a depth on the plane
+_FILL_RANSAC_TRIALS = 200  # three-point samples per plane
+_FILL_MAX_PLANES = 3  # planes per region (walls, floor and ceiling meeting in a blank area)
+_FILL_MIN_SEEN_SHARE = 0.9  # of a plane's depths where it must be the surface seen
 
 
-def _plane_fill(gray: torch.Tensor, depth: torch.Tensor, window: int) -> torch.Tensor:
-    """``depth`` with textureless regions filled by a plane fitted to the kept depths on and
-    around them; NaN where nothing is known.
+def _projected_depths(
+    views: list[_View], depths: list[torch.Tensor], ref: int, neighbors: list[int]
+) -> torch.Tensor:
+    """``(H, W)`` z-depth in view ``ref`` of the neighbours' finite depths, NaN where none lands.
+
+    Each neighbour pixel with a depth is unprojected, moved into the reference camera and rounded
+    to its nearest reference pixel; where several land on one pixel the nearest wins (a z-buffer,
+    so surfaces hidden in the reference view mostly lose to the visible one).
+    """
+    h, w = views[ref].gray.shape
+    device = depths[ref].device
+    ref_from_world = torch.as_tensor(
+        np.linalg.inv(views[ref].cam2world), dtype=torch.float32, device=device
+    )
+    K_r = torch.as_tensor(views[ref].K, dtype=torch.float32, device=device)
+    nearest = torch.full((h * w,), float("inf"), device=device)
+    for j in neighbors:
+        v_j, u_j = torch.nonzero(torch.isfinite(depths[j]), as_tuple=True)
+        pix = torch.stack((u_j, v_j, torch.ones_like(u_j))).to(torch.float32)
+        K_j_inv = torch.as_tensor(np.linalg.inv(views[j].K), dtype=torch.float32, device=device)
+        ref_from_j = ref_from_world @ torch.as_tensor(
+            views[j].cam2world, dtype=torch.float32, device=device
+        )
+        pts = ref_from_j[:3, :3] @ (K_j_inv @ pix * depths[j][v_j, u_j]) + ref_from_j[:3, 3:4]
+        uvw = K_r @ pts
+        z = pts[2].clamp_min(1e-6)
+        u = torch.round(uvw[0] / z)
+        v = torch.round(uvw[1] / z)
+        inside = (pts[2] > 1e-6) & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
+        index = (v[inside] * w + u[inside]).long()
+        nearest.scatter_reduce_(0, index, pts[2][inside], reduce="amin")
+    return torch.where(torch.isinf(nearest), float("nan"), nearest).view(h, w)
+
+
+def _ransac_plane(
+    A: np.ndarray, y: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The plane that most of the depths lie on: ``(3,)`` coefficients and ``(P,)`` inlier mask.
+
+    Args:
+        A: ``(P, 3)`` float64 rows ``[u, v, 1]``.
+        y: ``(P,)`` float64 inverse depths (> 0).
+        rng: draws the three-point samples.
+
+    Returns:
+        The least-squares plane of the largest consensus set (a depth is in it when its relative
+        residual is below :data:`_FILL_INLIER_TOLERANCE`) and that set, or ``None`` when no plane
+        gathers :data:`_FILL_MIN_SUPPORT` depths.
+    """
+    samples = rng.integers(0, len(y), size=(_FILL_RANSAC_TRIALS, 3))
+    M, b = A[samples], y[samples]
+    # Collinear samples give no plane: drop them before solving.
+    solvable = np.abs(np.linalg.det(M)) > 1e-9
+    if not solvable.any():
+        return None
+    planes = np.linalg.solve(M[solvable], b[solvable][..., None])[..., 0]  # (T, 3)
+    inliers = np.abs(planes @ A.T - y) < _FILL_INLIER_TOLERANCE * y  # (T, P)
+    best = inliers[int(inliers.sum(1).argmax())]
+    for _ in range(2):  # refit on the consensus set, then re-collect it
+        if best.sum() < _FILL_MIN_SUPPORT:
+            return None
+        plane = np.linalg.lstsq(A[best], y[best], rcond=None)[0]
+        best = np.abs(A @ plane - y) < _FILL_INLIER_TOLERANCE * y
+    return (plane, best) if best.sum() >= _FILL_MIN_SUPPORT else None
+
+
+def _region_planes(
+    A: np.ndarray, y: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, float] | None:
+    """Up to :data:`_FILL_MAX_PLANES` planes that the depths on and around a region lie on.
+
+    Sequential RANSAC (:func:`_ransac_plane`): the plane of the most depths, then the plane of
+    the most of the rest, and so on. Where planes meet in a blank region (walls at a corner), the
+    surface seen at a pixel is the nearest of them at an inside corner (largest inverse depth) and
+    the farthest at an outside one. A further plane is kept only if, for one kind of corner, every
+    plane is the one seen at (nearly) all of its own depths: a plane through stray depths fails
+    that and ends the search.
+
+    Args:
+        A: ``(P, 3)`` float64 rows ``[u, v, 1]``.
+        y: ``(P,)`` float64 inverse depths (> 0).
+        rng: draws the three-point samples.
+
+    Returns:
+        ``planes`` ``(K, 3)`` float64 coefficients and ``side``: the inverse depth seen at
+        ``x = [u, v, 1]`` is ``side * max(side * planes @ x)`` (``side`` = 1 at an inside corner or
+        for one plane, -1 at an outside corner); ``None`` when not even one plane is supported.
+    """
+    found = _ransac_plane(A, y, rng)
+    if found is None:
+        return None
+    planes, members, side = [found[0]], [found[1]], 1.0
+    rest = ~found[1]
+    while len(planes) < _FILL_MAX_PLANES and rest.sum() >= _FILL_MIN_SUPPORT:
+        found = _ransac_plane(A[rest], y[rest], rng)
+        if found is None:
+            break
+        member = np.zeros_like(rest)
+        member[np.flatnonzero(rest)[found[1]]] = True
+        trial, trial_members = np.stack(planes + [found[0]]), members + [member]
+        sides = [s for s in (1.0, -1.0) if _planes_seen_where_supported(A, trial, trial_members, s)]
+        if not sides:
+            break
+        planes, members, side = list(trial), trial_members, sides[0]
+        rest &= ~member
+    return np.stack(planes), side
+
+
+def _planes_seen_where_supported(
+    A: np.ndarray, planes: np.ndarray, members: list[np.ndarray], side: float
+) -> bool:
+    """Whether each plane is the one seen (``side * max``, within the inlier tolerance) at
+    :data:`_FILL_MIN_SEEN_SHARE` of its own depths ``A[members[k]]``."""
+    for k, member in enumerate(members):
+        values = side * (A[member] @ planes.T)  # (P_k, K)
+        margin = _FILL_INLIER_TOLERANCE * np.abs(values[:, k])
+        seen = values[:, k] + margin >= values.max(1)
+        if seen.mean() < _FILL_MIN_SEEN_SHARE:
+            return False
+    return True
+
+
+def _plane_fill(
+    gray: torch.Tensor, depth: torch.Tensor, window: int, support: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``depth`` with textureless regions filled by the plane that most of the known depths on
+    and around them lie on; NaN where nothing is known.
 
     A textureless region is a connected set of pixels whose ``window``-sized neighbourhood has a
-    grey std below :data:`_FILL_MAX_STD`. On a plane, inverse depth is affine in the pixel
-    coordinates, ``1/z = a u + b v + c``, so a least-squares fit (twice, dropping residuals above
-    3x the rms) to the kept depths inside the region and in a ``window``-wide ring around it gives
-    the region's depth; regions whose fit is poor (not one plane) stay empty.
+    grey std below :data:`_FILL_MAX_STD`, grown by half a window (the pixels whose window just
+    touches the region's edge, which matching rarely keeps either). On a plane, inverse depth is
+    affine in the pixel coordinates, ``1/z = a u + b v + c``; the region's plane is found by RANSAC
+    (:func:`_ransac_plane`) among the known depths inside the region and in a ``window``-wide ring
+    around it, so depths of another surface in the ring (a wall meeting the floor) do not bend it.
+    Depths of the region's edges alone often lie on a line (a panel groove), which leaves the
+    plane's tilt open; ``support`` adds depths from other views, seen at other edges.
 
     Args:
         gray: ``(H, W)`` grey image in 0..1.
         depth: ``(H, W)`` z-depth, NaN where not kept.
-        window: ring width (pixels).
+        window: window side (pixels) of the texture measure, and the ring width.
+        support: optional ``(H, W)`` more z-depths for the fits (NaN where none), e.g.
+            :func:`_projected_depths`; they are not copied into the result.
 
     Returns:
         ``(H, W)`` depth, the input's values where they were finite.
     """
     image = gray.cpu().numpy().astype(np.float64)
-    inv = 1.0 / depth.cpu().numpy().astype(np.float64)
+    own = depth.cpu().numpy().astype(np.float64)
+    known_depth = own if support is None else np.where(np.isfinite(own), own, support.cpu().numpy())
+    inv = 1.0 / known_depth
     known = np.isfinite(inv)
     mean = ndimage.uniform_filter(image, window)
     std = np.sqrt(np.maximum(ndimage.uniform_filter(image * image, window) - mean * mean, 0.0))
     labels, _ = ndimage.label(std < _FILL_MAX_STD)
-    out = inv.copy()
+    with np.errstate(divide="ignore"):
+        out = 1.0 / own
     v_all, u_all = np.mgrid[: image.shape[0], : image.shape[1]]
+    rng = np.random.default_rng(0)  # repeatable fills
     for region, box in enumerate(ndimage.find_objects(labels), start=1):
-        grown_box = tuple(slice(max(s.start - window, 0), s.stop + window) for s in box)
+        margin = window + window // 2
+        grown_box = tuple(slice(max(s.start - margin, 0), s.stop + margin) for s in box)
         inside = labels[grown_box] == region
         if inside.sum() < _FILL_MIN_REGION:
             continue
-        support = ndimage.binary_dilation(inside, iterations=window) & known[grown_box]
-        if support.sum() < _FILL_MIN_SUPPORT:
+        inside = ndimage.binary_dilation(inside, iterations=window // 2)
+        support_px = ndimage.binary_dilation(inside, iterations=window) & known[grown_box]
+        if support_px.sum() < _FILL_MIN_SUPPORT:
             continue
-        u, v = u_all[grown_box][support], v_all[grown_box][support]
+        u, v = u_all[grown_box][support_px], v_all[grown_box][support_px]
         A = np.stack((u, v, np.ones_like(u)), 1).astype(np.float64)
-        y = inv[grown_box][support]
-        use = np.ones(len(y), bool)
-        for _ in range(2):
-            if use.sum() < _FILL_MIN_SUPPORT:
-                break
-            plane = np.linalg.lstsq(A[use], y[use], rcond=None)[0]
-            relative = np.abs(A @ plane - y) / y
-            rms = np.sqrt(np.mean(relative[use] ** 2))
-            use = relative < 3 * rms + 1e-9
-        if use.sum() < _FILL_MIN_SUPPORT or rms > _FILL_MAX_RESIDUAL:
+        found = _region_planes(A, inv[grown_box][support_px], rng)
+        if found is None:
             continue
-        fill = inside & ~known[grown_box]
+        planes, side = found
+        fill = inside & ~np.isfinite(out[grown_box])
         uf, vf = u_all[grown_box][fill], v_all[grown_box][fill]
-        values = plane[0] * uf + plane[1] * vf + plane[2]
+        x = np.stack((uf, vf, np.ones_like(uf)), 1).astype(np.float64)
+        values = side * (side * (x @ planes.T)).max(1)
         target = out[grown_box]
         target[fill] = np.where(values > 0, values, np.nan)
         out[grown_box] = target
