@@ -706,6 +706,7 @@ _FILL_MIN_REGION = 100  # pixels; smaller textureless regions are left alone
 _FILL_MIN_SUPPORT = 30  # depths on a region's plane that the plane must rest on
 _FILL_INLIER_TOLERANCE = 0.03  # relative inverse-depth residual of a depth on the plane
 _FILL_RANSAC_TRIALS = 200  # three-point samples per plane
+_FILL_RANSAC_SCORED = 2000  # depths on which the samples are ranked
 _FILL_MAX_PLANES = 3  # planes per region (walls, floor and ceiling meeting in a blank area)
 _FILL_MIN_SEEN_SHARE = 0.9  # of a plane's depths where it must be the surface seen
 
@@ -766,8 +767,12 @@ def _ransac_plane(
     if not solvable.any():
         return None
     planes = np.linalg.solve(M[solvable], b[solvable][..., None])[..., 0]  # (T, 3)
-    inliers = np.abs(planes @ A.T - y) < _FILL_INLIER_TOLERANCE * y  # (T, P)
-    best = inliers[int(inliers.sum(1).argmax())]
+    # The samples are ranked on a random subset of the depths (enough to tell the largest
+    # consensus, and a bounded (T, subset) array for regions with many depths).
+    scored = rng.permutation(len(y))[:_FILL_RANSAC_SCORED]
+    counts = (np.abs(planes @ A[scored].T - y[scored]) < _FILL_INLIER_TOLERANCE * y[scored]).sum(1)
+    winner = planes[int(counts.argmax())]
+    best = np.abs(A @ winner - y) < _FILL_INLIER_TOLERANCE * y
     for _ in range(2):  # refit on the consensus set, then re-collect it
         if best.sum() < _FILL_MIN_SUPPORT:
             return None
@@ -835,15 +840,16 @@ def _planes_seen_where_supported(
 def _plane_fill(
     gray: torch.Tensor, depth: torch.Tensor, window: int, support: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``depth`` with textureless regions filled by the plane that most of the known depths on
-    and around them lie on; NaN where nothing is known.
+    """``depth`` with textureless regions filled by the planes that the known depths on and
+    around them lie on; NaN where nothing is known.
 
     A textureless region is a connected set of pixels whose ``window``-sized neighbourhood has a
     grey std below :data:`_FILL_MAX_STD`, grown by half a window (the pixels whose window just
     touches the region's edge, which matching rarely keeps either). On a plane, inverse depth is
-    affine in the pixel coordinates, ``1/z = a u + b v + c``; the region's plane is found by RANSAC
-    (:func:`_ransac_plane`) among the known depths inside the region and in a ``window``-wide ring
-    around it, so depths of another surface in the ring (a wall meeting the floor) do not bend it.
+    affine in the pixel coordinates, ``1/z = a u + b v + c``; the region's planes are found by
+    RANSAC (:func:`_region_planes`) among the known depths inside the region and in a
+    ``window``-wide ring around it, so depths of another surface in the ring (a wall meeting the
+    floor) do not bend a plane, and a region that spans a fold gets a plane on each side.
     Depths of the region's edges alone often lie on a line (a panel groove), which leaves the
     plane's tilt open; ``support`` adds depths from other views, seen at other edges.
 
@@ -885,6 +891,7 @@ def _plane_fill(
         if found is None:
             continue
         planes, side = found
+        # Grown regions may overlap; pixels that a region filled first keep that fill.
         fill = inside & ~np.isfinite(out[grown_box])
         uf, vf = u_all[grown_box][fill], v_all[grown_box][fill]
         x = np.stack((uf, vf, np.ones_like(uf)), 1).astype(np.float64)
