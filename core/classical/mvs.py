@@ -703,6 +703,7 @@ def _dense(
 
 _FILL_MAX_STD = 0.02  # grey std (0..1) of the window below which a pixel may be plane-filled
 _FILL_MIN_REGION = 100  # pixels; smaller textureless regions are left alone
+_FILL_CLIPPED = 0.02  # window mean grey this close to 0 or 1 is clipped, never filled
 _FILL_MIN_SUPPORT = 30  # depths on a region's plane that the plane must rest on
 _FILL_INLIER_TOLERANCE = 0.03  # relative inverse-depth residual of a depth on the plane
 _FILL_RANSAC_TRIALS = 200  # three-point samples per plane
@@ -844,7 +845,8 @@ def _plane_fill(
     around them lie on; NaN where nothing is known.
 
     A textureless region is a connected set of pixels whose ``window``-sized neighbourhood has a
-    grey std below :data:`_FILL_MAX_STD`, grown by half a window (the pixels whose window just
+    grey std below :data:`_FILL_MAX_STD` and a mean grey that is not clipped (within
+    :data:`_FILL_CLIPPED` of black or white), grown by half a window (the pixels whose window just
     touches the region's edge, which matching rarely keeps either). On a plane, inverse depth is
     affine in the pixel coordinates, ``1/z = a u + b v + c``; the region's planes are found by
     RANSAC (:func:`_region_planes`) among the known depths inside the region and in a
@@ -870,7 +872,10 @@ def _plane_fill(
     known = np.isfinite(inv)
     mean = ndimage.uniform_filter(image, window)
     std = np.sqrt(np.maximum(ndimage.uniform_filter(image * image, window) - mean * mean, 0.0))
-    labels, _ = ndimage.label(std < _FILL_MAX_STD)
+    # Clipped (black or white) areas record no surface: a studio backdrop or the sky is as blank
+    # as a wall, but empty, and planes through the object in front would fill it.
+    unclipped = (mean > _FILL_CLIPPED) & (mean < 1.0 - _FILL_CLIPPED)
+    labels, _ = ndimage.label((std < _FILL_MAX_STD) & unclipped)
     with np.errstate(divide="ignore"):
         out = 1.0 / own
     v_all, u_all = np.mgrid[: image.shape[0], : image.shape[1]]

@@ -264,6 +264,11 @@ def test_plane_fill_fills_a_blank_region_with_the_plane_around_it():
     noisy = np.where(stray, depth_gt * rng.uniform(1.2, 1.6, (h, w)), depth)
     filled = _plane_fill(torch.tensor(gray, dtype=torch.float32), torch.tensor(noisy), 7).numpy()
     np.testing.assert_allclose(filled[inner], depth_gt[inner], rtol=1e-6)
+    # A clipped blank region (a white backdrop, the sky) may be empty space: never filled.
+    for clipped in (0.0, 1.0):
+        gray[blank] = clipped
+        filled = _plane_fill(torch.tensor(gray, dtype=torch.float32), torch.tensor(depth), 7)
+        assert torch.all(torch.isnan(filled[torch.from_numpy(blank)]))
 
 
 @pytest.mark.parametrize("corner", ["inside", "outside"])
