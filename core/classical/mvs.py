@@ -703,7 +703,7 @@ def _dense(
 
 _FILL_MAX_STD = 0.02  # grey std (0..1) of the window below which a pixel may be plane-filled
 _FILL_MIN_REGION = 100  # pixels; smaller textureless regions are left alone
-_FILL_CLIPPED = 0.02  # window mean grey this close to 0 or 1 is clipped, never filled
+_FILL_CLIPPED = 0.02  # window mean grey this close to 0 or 1 is clipped
 _FILL_MIN_SUPPORT = 30  # depths on a region's plane that the plane must rest on
 _FILL_INLIER_TOLERANCE = 0.03  # relative inverse-depth residual of a depth on the plane
 _FILL_RANSAC_TRIALS = 200  # three-point samples per plane
@@ -845,13 +845,14 @@ def _plane_fill(
     around them lie on; NaN where nothing is known.
 
     A textureless region is a connected set of pixels whose ``window``-sized neighbourhood has a
-    grey std below :data:`_FILL_MAX_STD` and a mean grey that is not clipped (within
-    :data:`_FILL_CLIPPED` of black or white), grown by half a window (the pixels whose window just
-    touches the region's edge, which matching rarely keeps either). On a plane, inverse depth is
-    affine in the pixel coordinates, ``1/z = a u + b v + c``; the region's planes are found by
-    RANSAC (:func:`_region_planes`) among the known depths inside the region and in a
-    ``window``-wide ring around it, so depths of another surface in the ring (a wall meeting the
-    floor) do not bend a plane, and a region that spans a fold gets a plane on each side.
+    grey std below :data:`_FILL_MAX_STD` (less its clipped parts, within :data:`_FILL_CLIPPED`
+    of black or white, that reach the image border), grown by half a window (the pixels whose
+    window just touches the region's edge, which matching rarely keeps either). On a plane,
+    inverse depth is affine in the pixel coordinates, ``1/z = a u + b v + c``; the region's
+    planes are found by RANSAC (:func:`_region_planes`) among the known depths inside the region
+    and in a ``window``-wide ring around it, so depths of another surface in the ring (a wall
+    meeting the floor) do not bend a plane, and a region that spans a fold gets a plane on each
+    side.
     Depths of the region's edges alone often lie on a line (a panel groove), which leaves the
     plane's tilt open; ``support`` adds depths from other views, seen at other edges.
 
@@ -872,10 +873,14 @@ def _plane_fill(
     known = np.isfinite(inv)
     mean = ndimage.uniform_filter(image, window)
     std = np.sqrt(np.maximum(ndimage.uniform_filter(image * image, window) - mean * mean, 0.0))
-    # Clipped (black or white) areas record no surface: a studio backdrop or the sky is as blank
-    # as a wall, but empty, and planes through the object in front would fill it.
-    unclipped = (mean > _FILL_CLIPPED) & (mean < 1.0 - _FILL_CLIPPED)
-    labels, _ = ndimage.label((std < _FILL_MAX_STD) & unclipped)
+    blank = std < _FILL_MAX_STD
+    # A clipped (black or white) blank area that runs out of the frame is most likely a studio
+    # backdrop or the sky: empty space, which planes through the object in front would fill.
+    # Enclosed by the image content, it is a highlight or shadow on a surface.
+    clipped, _ = ndimage.label(blank & ((mean <= _FILL_CLIPPED) | (mean >= 1.0 - _FILL_CLIPPED)))
+    at_edge = np.concatenate((clipped[0], clipped[-1], clipped[:, 0], clipped[:, -1]))
+    blank &= ~np.isin(clipped, at_edge[at_edge > 0])
+    labels, _ = ndimage.label(blank)
     with np.errstate(divide="ignore"):
         out = 1.0 / own
     v_all, u_all = np.mgrid[: image.shape[0], : image.shape[1]]

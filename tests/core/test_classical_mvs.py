@@ -264,11 +264,20 @@ def test_plane_fill_fills_a_blank_region_with_the_plane_around_it():
     noisy = np.where(stray, depth_gt * rng.uniform(1.2, 1.6, (h, w)), depth)
     filled = _plane_fill(torch.tensor(gray, dtype=torch.float32), torch.tensor(noisy), 7).numpy()
     np.testing.assert_allclose(filled[inner], depth_gt[inner], rtol=1e-6)
-    # A clipped blank region (a white backdrop, the sky) may be empty space: never filled.
+    # Clipped (black or white) blank regions: one enclosed by texture is a highlight or shadow on a
+    # surface and is filled; one that runs out of the frame may be a backdrop or the sky (empty
+    # space) and is not.
+    to_edge = np.zeros((h, w), bool)
+    to_edge[15:45, 20:] = True
     for clipped in (0.0, 1.0):
         gray[blank] = clipped
         filled = _plane_fill(torch.tensor(gray, dtype=torch.float32), torch.tensor(depth), 7)
-        assert torch.all(torch.isnan(filled[torch.from_numpy(blank)]))
+        np.testing.assert_allclose(filled.numpy()[inner], depth_gt[inner], rtol=1e-6)
+        gray[to_edge] = clipped
+        outside = np.where(to_edge, np.nan, depth_gt)
+        filled = _plane_fill(torch.tensor(gray, dtype=torch.float32), torch.tensor(outside), 7)
+        assert torch.all(torch.isnan(filled[torch.from_numpy(to_edge)]))
+        gray[to_edge] = rng.random(to_edge.sum())
 
 
 @pytest.mark.parametrize("corner", ["inside", "outside"])
