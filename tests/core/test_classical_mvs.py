@@ -1,5 +1,6 @@
 """Dense multi-view stereo: NCC and warping against float64 re-computation, depth on a rendered
-scene with exact depth, and depth with known cameras on the TartanAir scene."""
+scene with exact depth, plane fill of blank regions (exact planes, folds, a rendered room corner),
+and depth with known cameras on the TartanAir scene."""
 
 from __future__ import annotations
 
