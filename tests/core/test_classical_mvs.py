@@ -20,6 +20,7 @@ from core.classical.mvs import (
     warp_to_reference,
     working_grid,
 )
+from core.classical.plane_fill import plane_fill
 from core.errors import InputError
 from core.images import load_photo
 from core.synthetic import look_at_cam2world
@@ -238,8 +239,6 @@ def _read_depth(path) -> np.ndarray:
 
 
 def test_plane_fill_fills_a_blank_region_with_the_plane_around_it():
-    from core.classical.mvs import _plane_fill
-
     h, w = 60, 80
     v, u = np.mgrid[:h, :w].astype(np.float64)
     # A slanted plane: n . X = d with X = z K^-1 [u, v, 1], so 1/z = (n . K^-1 [u, v, 1]) / d.
@@ -253,7 +252,7 @@ def test_plane_fill_fills_a_blank_region_with_the_plane_around_it():
     blank[15:45, 20:60] = True
     gray[blank] = 0.5
     depth = np.where(blank, np.nan, depth_gt)
-    filled = _plane_fill(torch.tensor(gray, dtype=torch.float32), torch.tensor(depth), 7).numpy()
+    filled = plane_fill(torch.tensor(gray, dtype=torch.float32), torch.tensor(depth), 7).numpy()
     # The region's interior (beyond the half window that still sees texture) gets the plane.
     inner = np.zeros_like(blank)
     inner[18:42, 23:57] = True
@@ -263,7 +262,7 @@ def test_plane_fill_fills_a_blank_region_with_the_plane_around_it():
     # plane: it rests on the depths that agree.
     stray = ~blank & (rng.random((h, w)) < 0.25)
     noisy = np.where(stray, depth_gt * rng.uniform(1.2, 1.6, (h, w)), depth)
-    filled = _plane_fill(torch.tensor(gray, dtype=torch.float32), torch.tensor(noisy), 7).numpy()
+    filled = plane_fill(torch.tensor(gray, dtype=torch.float32), torch.tensor(noisy), 7).numpy()
     np.testing.assert_allclose(filled[inner], depth_gt[inner], rtol=1e-6)
     # Clipped (black or white) blank regions: one enclosed by texture is a highlight or shadow on a
     # surface and is filled; one that runs out of the frame may be a backdrop or the sky (empty
@@ -272,19 +271,17 @@ def test_plane_fill_fills_a_blank_region_with_the_plane_around_it():
     to_edge[15:45, 20:] = True
     for clipped in (0.0, 1.0):
         gray[blank] = clipped
-        filled = _plane_fill(torch.tensor(gray, dtype=torch.float32), torch.tensor(depth), 7)
+        filled = plane_fill(torch.tensor(gray, dtype=torch.float32), torch.tensor(depth), 7)
         np.testing.assert_allclose(filled.numpy()[inner], depth_gt[inner], rtol=1e-6)
         gray[to_edge] = clipped
         outside = np.where(to_edge, np.nan, depth_gt)
-        filled = _plane_fill(torch.tensor(gray, dtype=torch.float32), torch.tensor(outside), 7)
+        filled = plane_fill(torch.tensor(gray, dtype=torch.float32), torch.tensor(outside), 7)
         assert torch.all(torch.isnan(filled[torch.from_numpy(to_edge)]))
         gray[to_edge] = rng.random(to_edge.sum())
 
 
 @pytest.mark.parametrize("corner", ["inside", "outside"])
 def test_plane_fill_gives_each_side_of_a_fold_its_own_plane(corner):
-    from core.classical.mvs import _plane_fill
-
     h, w = 60, 80
     v, u = np.mgrid[:h, :w].astype(np.float64)
     K = np.array([[70.0, 0, 40], [0, 70.0, 30], [0, 0, 1]])
@@ -299,7 +296,7 @@ def test_plane_fill_gives_each_side_of_a_fold_its_own_plane(corner):
     blank[15:45, 20:60] = True
     gray[blank] = 0.5
     depth = np.where(blank, np.nan, seen)
-    filled = _plane_fill(torch.tensor(gray, dtype=torch.float32), torch.tensor(depth), 7).numpy()
+    filled = plane_fill(torch.tensor(gray, dtype=torch.float32), torch.tensor(depth), 7).numpy()
     done = np.isfinite(filled) & blank
     # All but the region's corners (which the grown texture mask misses) are filled, on each side
     # with its own plane (the least-squares refit may take in a few depths of the other plane
