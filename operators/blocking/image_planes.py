@@ -15,7 +15,7 @@ from mathutils import Matrix
 from ...core.blocking.planes import PLANE_UVS, image_plane_corners
 from ...core.geometry.conventions import BLENDER_FROM_OPENCV_CAM
 from ...core.result import ImageResult
-from ..builders.datablocks import CreatedData, id_name
+from ..builders.datablocks import CreatedData, id_name, node_material
 
 ROLE = "image_plane"
 # Corners of image_plane_corners (TL, TR, BR, BL) in the order that makes the face's normal
@@ -51,11 +51,8 @@ def _photo(camera: bpy.types.Object, image: ImageResult, created: CreatedData):
 
 def _plane_material(name: str, photo, opacity: float, created: CreatedData) -> bpy.types.Material:
     """Unlit photo texture mixed with transparency by ``opacity`` (grey without a photo)."""
-    material = created.add(bpy.data.materials.new(id_name(name)))
-    if material.node_tree is None:  # Blender < 5.0 creates materials without nodes
-        material.use_nodes = True
+    material = node_material(name, created)
     nodes, links = material.node_tree.nodes, material.node_tree.links
-    nodes.clear()
     emission = nodes.new("ShaderNodeEmission")
     if photo is not None:
         texture = nodes.new("ShaderNodeTexImage")
