@@ -289,9 +289,8 @@ def _unregistered_reason(
             f"it belongs to a separate group of {other_model} photos that could not be joined to "
             "the main model (too little overlap between the groups)"
         )
-    placed_order = sorted(placed)
-    best_placed = max(placed_order, key=lambda j: inliers[k, j]) if placed_order else k
-    n_placed = int(inliers[k, best_placed]) if placed_order else 0
+    best_placed = max(sorted(placed), key=lambda j: inliers[k, j], default=None)
+    n_placed = 0 if best_placed is None else int(inliers[k, best_placed])
     if n_placed >= min_matches:
         return (
             f"matched placed photos (best: {n_placed} verified matches with "
