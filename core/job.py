@@ -41,6 +41,11 @@ EXTENSION_ROOT = Path(__file__).resolve().parent.parent
 STDERR_FILE = "worker.stderr"
 """The worker's stdout and stderr (interpreter start-up failures land here, not in the log)."""
 
+SCRATCH_DIR = "tmp"
+"""The worker's temporary folder (its ``TMPDIR``), removed when the worker has ended. A worker
+that is killed (cancel after the grace time, out of memory) cannot clean up its own temporary
+files, e.g. the COLMAP workspace; the parent always can."""
+
 _TAIL_CHARS = 2000
 _ETA_MIN_FRACTION = 0.02
 _ETA_MIN_SECONDS = 1.0
@@ -154,6 +159,8 @@ class Job:
             paths.append(env["PYTHONPATH"])
         env["PYTHONPATH"] = os.pathsep.join(paths)
         env["PYTHONUNBUFFERED"] = "1"
+        for name in ("TMPDIR", "TEMP", "TMP"):  # tempfile's choice on POSIX and on Windows
+            env[name] = str(self.job_dir / SCRATCH_DIR)
         return env
 
     def start(self) -> None:
@@ -168,6 +175,7 @@ class Job:
         for name in (PROGRESS_FILE, ERROR_FILE, CANCEL_FILE, LOG_FILE, STDERR_FILE):
             (self.job_dir / name).unlink(missing_ok=True)
         shutil.rmtree(self.job_dir / RESULT_DIR, ignore_errors=True)
+        (self.job_dir / SCRATCH_DIR).mkdir(exist_ok=True)
         self.config.save(self.job_dir / JOB_FILE)
         self._stderr = open(self.job_dir / STDERR_FILE, "wb")  # noqa: SIM115 (closed when done)
         posix = os.name == "posix"
@@ -183,7 +191,7 @@ class Job:
                 creationflags=0 if posix else subprocess.CREATE_NEW_PROCESS_GROUP,
             )
         except OSError as exc:
-            self._stderr.close()
+            self._ended()
             raise WorkerError(
                 f"Cannot start the worker with {self.python}: {exc}. Check the worker Python "
                 "interpreter in the extension preferences."
@@ -232,7 +240,7 @@ class Job:
         self._read_progress()
         if self.process.poll() is None:
             return self._status
-        self._close_stderr()
+        self._ended()
         state = self._final_state()
         fraction = 1.0 if state == "done" else self._status.fraction
         return JobStatus(state, self._status.stage, fraction, self._status.message, 0.0)
@@ -261,11 +269,13 @@ class Job:
                 # Grandchildren the worker started may outlive it; the group id still reaches them.
                 _kill_group(self.process, signal.SIGKILL)
                 _wait_group_gone(self.process.pid, _GROUP_EXIT_TIMEOUT_S)
-        self._close_stderr()
+        self._ended()
 
-    def _close_stderr(self) -> None:
+    def _ended(self) -> None:
+        """The worker is gone: close its output file and remove its temporary folder."""
         if self._stderr is not None and not self._stderr.closed:
             self._stderr.close()
+        shutil.rmtree(self.job_dir / SCRATCH_DIR, ignore_errors=True)
 
     # -- result ----------------------------------------------------------------------------
     def _error_type(self) -> str | None:

@@ -21,6 +21,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,7 @@ class SyntheticOptions:
         memory_limit_gb: if > 0, cap this process's address space (``RLIMIT_AS``, POSIX) first.
             It limits the whole process: use it only in a worker.
         child_process: start a sleeping child process first (a cancel must take it down too).
+        temp_file: leave a file in the temporary folder first (it must not outlive the job).
     """
 
     n_images: int = 4
@@ -62,6 +64,7 @@ class SyntheticOptions:
     allocate_gb: float = 0.0
     memory_limit_gb: float = 0.0
     child_process: bool = False
+    temp_file: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SyntheticOptions:
@@ -197,6 +200,10 @@ def _test_hooks_before(opts: SyntheticOptions) -> None:
     if opts.child_process:
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
         log.info("started child process %d", child.pid)
+    if opts.temp_file:
+        handle, path = tempfile.mkstemp(prefix="synthetic-")
+        os.close(handle)
+        log.info("left temporary file %s", path)
     if opts.memory_limit_gb > 0:
         import resource
 

@@ -86,6 +86,26 @@ def test_cancel_kills_a_worker_that_does_not_notice(tmp_path):
     assert not (tmp_path / "job" / "result").exists()
 
 
+@pytest.mark.parametrize("ending", ["killed", "finished"])
+def test_the_workers_temporary_files_never_outlive_the_job(tmp_path, ending):
+    # A worker killed after the grace time cannot clean up (e.g. COLMAP's workspace): the parent
+    # removes the worker's temporary folder however the worker ended.
+    sleep = 60.0 if ending == "killed" else 0.0
+    job = Job(_synthetic(n_images=2, sleep_per_step=sleep, temp_file=True), tmp_path / "job")
+    job.start()
+    scratch = tmp_path / "job" / "tmp"
+    if ending == "killed":
+        _wait_for_stage(job, "rendering")
+        left = list(scratch.iterdir())
+        assert [p.name[:10] for p in left] == ["synthetic-"]  # the worker's tempfile went here
+        job.cancel(grace_s=0.2)
+        assert job.process.returncode == -signal.SIGTERM
+    else:
+        assert len(job.wait().images) == 2
+        assert "left temporary file " + str(scratch) in (tmp_path / "job" / "worker.log").read_text()
+    assert not scratch.exists()
+
+
 def test_python_exception_becomes_a_structured_worker_error(tmp_path):
     job = Job(_synthetic(crash="exception"), tmp_path / "job")
     with pytest.raises(WorkerError, match="unexpected error: RuntimeError: synthetic crash requested"):
