@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -23,10 +24,19 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
 ADDON_PACKAGE = "photo_recon"
 
-os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="recon-blender-user-"))
+_OWN_BLENDER_USER = None
+if "BLENDER_USER_RESOURCES" not in os.environ:
+    _OWN_BLENDER_USER = tempfile.mkdtemp(prefix="recon-blender-user-")
+    os.environ["BLENDER_USER_RESOURCES"] = _OWN_BLENDER_USER
 for _path in (REPO_ROOT, REPO_ROOT / "tests"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove the temporary Blender user folder this run made (job folders, caches)."""
+    if _OWN_BLENDER_USER is not None:
+        shutil.rmtree(_OWN_BLENDER_USER, ignore_errors=True)
 
 
 def load_addon():
