@@ -143,25 +143,51 @@ def parse_constructor_string(text: str) -> dict[str, Any]:
     return found
 
 
+def _require_checkpoint_header(path: Path) -> None:
+    """Refuse at once a file that is empty or is no PyTorch file at all (a web page saved under
+    the checkpoint's name, a download that never started): ``torch.save`` writes a zip archive
+    (``PK``), older versions a pickle (protocol byte ``0x80``)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        raise WeightsError(f"{path} cannot be opened ({exc}).") from exc
+    if not head:
+        raise WeightsError(f"{path} is empty (0 bytes). Download it again.")
+    if not head.startswith((b"PK", b"\x80")):
+        looks_like = " (it looks like a web page)" if head.lstrip()[:1] == b"<" else ""
+        raise WeightsError(
+            f"{path} is not a PyTorch checkpoint{looks_like}: it starts with {head[:16]!r}. "
+            "The download may have saved an error or login page instead; download it again."
+        )
+
+
+def _unreadable(path: Path, exc: BaseException) -> WeightsError:
+    reason = str(exc).split(". ")[0]
+    return WeightsError(f"{path} cannot be read as a PyTorch checkpoint; it is truncated or not a "
+                        f"checkpoint{f' ({reason})' if reason else ''}. Download it again.")
+
+
 def read_pth(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """State dict and declared arguments of a ``.pth`` checkpoint, unpickled restrictively.
 
     Only tensors, plain containers and ``argparse.Namespace`` (the training arguments that
     official checkpoints carry) are allowed; anything else is refused by ``weights_only``.
     """
+    _require_checkpoint_header(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         culprit = _UNSUPPORTED_GLOBAL.search(str(exc))
+        if culprit is None and "Weights only load failed" not in str(exc):
+            raise _unreadable(path, exc) from exc  # e.g. "invalid load key": not a pickle at all
         raise WeightsError(
             f"{path} was refused: it contains Python objects that are not plain weights"
             f"{f' ({culprit[1]})' if culprit else ''}. Use an official DUSt3R checkpoint."
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        reason = str(exc).split(". ")[0]
-        raise WeightsError(f"{path} cannot be read as a PyTorch checkpoint; it is truncated or "
-                           f"not a checkpoint ({reason}). Download it again.") from exc
+        raise _unreadable(path, exc) from exc
     if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict):
         state, args = ckpt["model"], ckpt.get("args")
     elif isinstance(ckpt, dict):

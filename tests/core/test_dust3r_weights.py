@@ -133,6 +133,21 @@ def test_truncated_files_are_refused_by_name(tmp_path, golden):
         load_model(folder / "model.safetensors")
 
 
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [(b"", r"empty.pth is empty \(0 bytes\)\. Download it again"),
+     (b"<!DOCTYPE html><html><body>Sign in</body></html>",
+      r"empty.pth is not a PyTorch checkpoint \(it looks like a web page\): it starts with b'<!DOCTYPE"),
+     (bytes(range(7, 200)), r"empty.pth is not a PyTorch checkpoint: it starts with b'\\x07")],
+)
+def test_files_that_are_no_checkpoint_say_what_they_are(tmp_path, content, expected):
+    # Not "contains Python objects": a saved error page or an empty download is no pickle at all.
+    path = tmp_path / "empty.pth"
+    path.write_bytes(content)
+    with pytest.raises(WeightsError, match=expected):
+        load_model(path)
+
+
 def test_foreign_state_dicts_are_refused_by_name(tmp_path, golden):
     other = tmp_path / "resnet.pth"
     torch.save({"conv1.weight": torch.zeros(8, 3, 7, 7), "fc.weight": torch.zeros(10, 8)}, other)
