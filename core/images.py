@@ -12,6 +12,9 @@ original (EXIF-oriented) photo, in the project's pixel-centre convention (the ce
 top-left pixel is (0, 0)), so that ``K_photo = photo_from_map @ K``.
 
 The network input is ``normalize(rgb)``: ``(x / 255 - 0.5) / 0.5`` in [-1, 1], channels first.
+
+Blender shows a photo's stored pixels and ignores EXIF orientation, so the worker writes an
+upright copy of every photo stored sideways or mirrored (:func:`write_upright_copies`).
 torch-free: numpy and Pillow only.
 """
 
@@ -22,12 +25,15 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .result import ImageResult
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +258,58 @@ def exif_camera(path: str | Path) -> tuple[str, float | None]:
     if not focal_35mm:
         return name, None
     return name, float(focal_35mm) * math.hypot(width, height) / _FULL_FRAME_DIAGONAL_MM
+
+
+UPRIGHT_FOLDER = "upright"
+"""Folder of a result that holds the upright copies of EXIF-rotated photos."""
+
+_EXIF_ORIENTATION = 0x0112
+_TURNED_ORIENTATIONS = range(2, 9)  # 1 is upright; 2-8 mirror and/or rotate (0 and others: invalid)
+_JPEG_FORMATS = ("JPEG", "MPO")  # MPO: the multi-picture JPEG some phones write
+_JPEG_QUALITY = 95
+_PNG_MODES = ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA")
+
+
+def write_upright_copies(images: Sequence[ImageResult], result_dir: str | Path) -> None:
+    """Write an upright copy of each photo whose EXIF orientation turns it; set ``display_file``.
+
+    ``photo_size`` and ``K_photo`` describe the EXIF-oriented photo, but Blender loads a file's
+    stored pixels as they are, so a phone's portrait photo stored sideways would sit sideways in
+    its camera frame. Photo ``k`` gets ``<result_dir>/upright/<k>/<stem>.jpg`` (JPEG quality 95,
+    4:4:4, colour profile kept) or ``.png`` for other inputs (lossless), and ``display_file`` its
+    absolute path; photos stored upright get ``display_file = None``. A photo that can no longer
+    be read keeps its ``display_file`` (logged as a warning: the import then reports it missing
+    or shows it as stored).
+
+    Raises:
+        OSError: a copy cannot be written (full disk, no permission).
+    """
+    for k, image in enumerate(images):
+        try:
+            with Image.open(image.file) as photo:
+                if photo.getexif().get(_EXIF_ORIENTATION) not in _TURNED_ORIENTATIONS:
+                    image.display_file = None
+                    continue
+                photo.load()
+                upright = ImageOps.exif_transpose(photo)
+                is_jpeg = photo.format in _JPEG_FORMATS
+                icc_profile = photo.info.get("icc_profile")
+        except _READ_ERRORS as exc:
+            log.warning("No upright copy of %s (cannot read it: %s)", image.file, exc)
+            continue
+        folder = Path(result_dir) / UPRIGHT_FOLDER / str(k)
+        folder.mkdir(parents=True, exist_ok=True)
+        options = {"icc_profile": icc_profile} if icc_profile else {}
+        if is_jpeg:
+            target = folder / f"{Path(image.file).stem}.jpg"
+            # Full-resolution colour (4:4:4): re-encoding with 4:2:0 doubles the error.
+            upright.save(target, "JPEG", quality=_JPEG_QUALITY, subsampling=0, **options)
+        else:
+            target = folder / f"{Path(image.file).stem}.png"
+            if upright.mode not in _PNG_MODES:  # e.g. a CMYK TIFF
+                upright = upright.convert("RGBA" if "A" in upright.getbands() else "RGB")
+            upright.save(target, "PNG", **options)
+        image.display_file = str(target.resolve())
 
 
 def normalize(rgb: np.ndarray) -> np.ndarray:

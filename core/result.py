@@ -44,6 +44,9 @@ class ImageResult:
             :attr:`SceneResult.conf_kind`. 0 where unknown.
         colors: ``(H, W, 3)`` uint8 RGB colour of every map pixel.
         depth: ``(H, W)`` float32 z-depth in the camera (same units as the world), or None.
+        display_file: absolute path of an upright copy of the photo, written by the worker when
+            the photo is stored sideways or mirrored with an EXIF orientation (Blender ignores
+            EXIF orientation); None when the stored pixels already are upright.
     """
 
     file: str
@@ -55,6 +58,14 @@ class ImageResult:
     conf: np.ndarray
     colors: np.ndarray
     depth: np.ndarray | None = None
+    display_file: str | None = None
+
+    @property
+    def upright_file(self) -> str:
+        """The file whose stored pixels are the EXIF-oriented photo (what ``photo_size`` and
+        ``K_photo`` describe): the upright copy if there is one, else the photo itself. Anything
+        that shows the photo without applying EXIF orientation (Blender) loads this file."""
+        return self.display_file or self.file
 
     @property
     def size(self) -> tuple[int, int]:
@@ -122,6 +133,8 @@ class SceneResult:
                     "has_depth": im.depth is not None,
                 }
             )
+            if im.display_file is not None:
+                meta_images[-1]["display_file"] = _stored_path(im.display_file, directory)
             arrays[f"image{k}/pts3d_world"] = np.asarray(im.pts3d_world, np.float32)
             arrays[f"image{k}/conf"] = np.asarray(im.conf, np.float32)
             arrays[f"image{k}/colors"] = np.asarray(im.colors, np.uint8)
@@ -186,6 +199,7 @@ class SceneResult:
                         conf=npz[f"image{k}/conf"],
                         colors=npz[f"image{k}/colors"],
                         depth=npz[f"image{k}/depth"] if m["has_depth"] else None,
+                        display_file=_loaded_path(m.get("display_file"), directory),
                     )
                 except KeyError as exc:
                     raise FormatError(f"Result in {directory} lacks {exc}.") from exc
@@ -205,3 +219,20 @@ class SceneResult:
                 unregistered=meta["unregistered"],
                 warnings=meta["warnings"],
             )
+
+
+def _stored_path(path: str, directory: Path) -> str:
+    """``path`` as written into ``directory``'s ``result.json``: relative to ``directory`` when it
+    lies inside it (the worker writes upright copies into ``result.partial/`` and renames the
+    folder; relative paths also survive moving the folder), else absolute."""
+    try:
+        return Path(path).resolve().relative_to(directory.resolve()).as_posix()
+    except ValueError:
+        return str(Path(path).resolve())
+
+
+def _loaded_path(stored: str | None, directory: Path) -> str | None:
+    """Absolute path of a path written by :func:`_stored_path` (None stays None)."""
+    if stored is None:
+        return None
+    return str((directory / stored).resolve())
