@@ -37,9 +37,19 @@ _RUNNING: set[Job] = set()
 
 
 def new_job_dir(prefs) -> Path:
-    """A fresh job folder under the cache folder (``jobs/<date-time>-<random>``)."""
+    """A fresh job folder under the cache folder (``jobs/<date-time>-<random>``).
+
+    Raises:
+        InputError: the folder cannot be created (naming it and why).
+    """
     job_dir = preferences.cache_folder(prefs) / "jobs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    job_dir.mkdir(parents=True)
+    try:
+        job_dir.mkdir(parents=True)
+    except OSError as exc:
+        raise InputError(
+            f"Cannot create the job folder {job_dir}: {exc.strerror or exc}. Choose a writable "
+            "cache folder (the Cache Folder preference; headless: --cache-dir)."
+        ) from exc
     return job_dir
 
 
@@ -90,7 +100,7 @@ class RECON_OT_reconstruct(bpy.types.Operator):
         if not isinstance(extra, dict):
             raise InputError(f"Options must be a JSON object, not {self.options_json!r}.")
         backend = "" if self.backend == "PANEL" else self.backend
-        note = "" if backend else resolve_backend(props, prefs)[1]
+        note = "" if backend else resolve_backend(props, prefs, extra)[1]
         if note:  # e.g. DUSt3R chosen without weights: say that the classical backend runs
             self.report({"WARNING"}, note)
         config = to_job_config(props, prefs, self.directory, backend, extra)

@@ -21,7 +21,9 @@ from bpy.props import (
 
 from ..core import checkpoints
 from ..core.config import JobConfig
-from ..core.errors import InputError
+from ..core.dust3r.download import weights_file
+from ..core.dust3r.registry import WEIGHTS
+from ..core.errors import InputError, WeightsError
 from . import preferences
 
 # "quality" keeps the global alignment's defaults (L-BFGS, which converges in tens of
@@ -140,28 +142,64 @@ def find_checkpoint(folder: Path, resolution: str):
     return (matching + present + [None])[0]
 
 
-def resolve_backend(props: ReconSettings, prefs) -> tuple[str, str]:
-    """The backend a job will actually use, and a note for the user ("" when all is as chosen)."""
+def missing_weights_message(folder: Path, resolution: str) -> str:
+    """Why no DUSt3R checkpoint was found: the folder searched and the file names looked for."""
+    names = []
+    for info in WEIGHTS.values():
+        if info.preset.split("_")[0] == resolution:
+            pth, hf = weights_file(info, folder), checkpoints.safetensors_file(info, folder)
+            names.append(f"{pth.name} or {hf.relative_to(folder)}")
+    return (f"No DUSt3R weights found in {folder} (looked for {' or '.join(names)}, "
+            "or another resolution's).")
+
+
+def resolve_backend(props: ReconSettings, prefs,
+                    extra_options: dict | None = None) -> tuple[str, str]:
+    """The backend a panel job will actually use, and a note for the user ("" when all is as
+    chosen): DUSt3R chosen without weights (none in the weights folder and no ``weights`` in
+    ``extra_options``) falls back to the classical backend."""
     folder = preferences.weights_folder(prefs)
-    if props.backend == "dust3r" and find_checkpoint(folder, props.resolution) is None:
+    if (props.backend == "dust3r" and not (extra_options or {}).get("weights")
+            and find_checkpoint(folder, props.resolution) is None):
         return "classical", (
-            f"No DUSt3R weights found in {folder}: the classical backend is used. Download or "
-            "locate a checkpoint in the preferences (DUSt3R Models)."
+            f"{missing_weights_message(folder, props.resolution)} The classical backend is used. "
+            "Download or locate a checkpoint in the preferences (DUSt3R Models)."
         )
     return props.backend, ""
 
 
-def backend_options(backend: str, props: ReconSettings, prefs) -> dict:
-    """Backend-specific ``JobConfig.options`` from the panel settings."""
+def backend_options(backend: str, props: ReconSettings, prefs,
+                    extra_options: dict | None = None) -> dict:
+    """Backend-specific ``JobConfig.options`` from the panel settings.
+
+    DUSt3R takes the checkpoint from ``extra_options["weights"]`` (its ``image_size`` then from the
+    panel's resolution), else from the weights folder.
+
+    Raises:
+        WeightsError: DUSt3R with a ``weights`` option naming no file, or with neither that
+            option nor a checkpoint in the folder (an explicit request never falls back;
+            :func:`resolve_backend` does for the panel).
+    """
     if backend == "dust3r":
-        checkpoint = find_checkpoint(preferences.weights_folder(prefs), props.resolution)
-        return {
-            "weights": str(checkpoint.path),
-            "image_size": int(checkpoint.info.preset.split("_")[0]),
-            "graph": props.pair_graph,
-            "window": props.window,
-            **(DUST3R_SPEED if props.preset == "speed" else {}),
-        }
+        options = {"graph": props.pair_graph, "window": props.window,
+                   **(DUST3R_SPEED if props.preset == "speed" else {})}
+        weights = (extra_options or {}).get("weights")
+        if weights:
+            if not Path(bpy.path.abspath(str(weights))).exists():
+                raise WeightsError(f"The DUSt3R weights file {weights} does not exist; give the "
+                                   "path of a checkpoint (.pth, .safetensors or its folder).")
+            return {"image_size": int(props.resolution), **options}
+        folder = preferences.weights_folder(prefs)
+        checkpoint = find_checkpoint(folder, props.resolution)
+        if checkpoint is None:
+            raise WeightsError(
+                f"{missing_weights_message(folder, props.resolution)} Download or locate a "
+                "checkpoint in the preferences (DUSt3R Models), give the folder that holds it "
+                "(headless: --weights-dir FOLDER), or the file itself as the \"weights\" option "
+                "(headless: --options '{\"weights\": \"/path/to/file.pth\"}')."
+            )
+        return {"weights": str(checkpoint.path),
+                "image_size": int(checkpoint.info.preset.split("_")[0]), **options}
     if backend == "classical":
         options = {"resolution": int(props.resolution),
                    "matcher": CLASSICAL_MATCHERS.get(props.pair_graph, "auto")}
@@ -183,6 +221,7 @@ def to_job_config(props: ReconSettings, prefs, directory: str = "", backend: str
 
     Raises:
         InputError: no folder, or no images in it.
+        WeightsError: ``backend`` "dust3r" without weights (see :func:`backend_options`).
     """
     folder = bpy.path.abspath(directory or props.directory)
     if not folder or not Path(folder).is_dir():
@@ -191,8 +230,8 @@ def to_job_config(props: ReconSettings, prefs, directory: str = "", backend: str
     if not images:
         raise InputError(f"No images (.jpg, .png, ...) found in {folder}; choose a folder of photos.")
     if not backend:
-        backend, _note = resolve_backend(props, prefs)
-    options = backend_options(backend, props, prefs)
+        backend, _note = resolve_backend(props, prefs, extra_options)
+    options = backend_options(backend, props, prefs, extra_options)
     options.update(extra_options or {})
     cache = preferences.cache_folder(prefs) / "predictions"
     return JobConfig(images=tuple(images), backend=backend, device=prefs.device, options=options,

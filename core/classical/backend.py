@@ -71,13 +71,15 @@ class ClassicalOptions:
         return cls(sfm=SfmOptions(**parts[SfmOptions]), mvs=MvsOptions(**parts[MvsOptions]))
 
 
-def _torch_device(requested: str) -> str:
-    """``cuda`` when asked for (or ``auto``) and available, else ``cpu`` (MPS is not used)."""
+def _torch_device(requested: str) -> tuple[str, str]:
+    """``cuda`` when asked for (or ``auto``) and available, else ``cpu`` (MPS is not used); and a
+    warning for the result when CUDA was asked for but is missing ("" otherwise)."""
     if requested in ("auto", "cuda") and torch.cuda.is_available():
-        return "cuda"
+        return "cuda", ""
     if requested == "cuda":
-        log.warning("CUDA was requested but is not available; dense stereo runs on the CPU.")
-    return "cpu"
+        return "cpu", ("CUDA was requested but the worker's PyTorch cannot use it (no NVIDIA GPU "
+                       "or a CPU-only build); dense stereo ran on the CPU.")
+    return "cpu", ""
 
 
 def run(job: JobConfig, progress: Progress) -> SceneResult:
@@ -96,6 +98,7 @@ def run(job: JobConfig, progress: Progress) -> SceneResult:
     sparse = run_sfm(list(job.images), options.sfm, progress.sub(0.0, _SPARSE_SHARE), job.seed)
     progress("dense", _SPARSE_SHARE, f"{len(sparse.files)} cameras registered")
     photos = [load_photo(path) for path in sparse.files]
+    device, device_warning = _torch_device(job.device)
     dense = dense_from_cameras(
         photos,
         sparse.K_photo,
@@ -104,9 +107,11 @@ def run(job: JobConfig, progress: Progress) -> SceneResult:
         progress.sub(_SPARSE_SHARE, 1.0),
         points_world=sparse.points,
         visible=sparse.visible,
-        device=_torch_device(job.device),
+        device=device,
     )
     warnings = list(sparse.warnings)
+    if device_warning:
+        warnings.append(device_warning)
     images = []
     empty = []
     for k, view in enumerate(dense):

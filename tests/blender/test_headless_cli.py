@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -89,7 +90,8 @@ def test_cli_refuses_bad_arguments(tmp_path):
     assert run.returncode == 2 and "--images" in run.stderr
 
 
-def test_cli_stopped_by_sigterm_stops_its_worker(recon_photos, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_cli_interrupted_exits_130_and_stops_its_worker(recon_photos, tmp_path, sig):
     process = subprocess.Popen(
         [sys.executable, str(CLI), "--images", str(recon_photos), "--out", str(tmp_path / "s.blend"),
          "--backend", "synthetic", "--options", '{"sleep_per_step": 30}', "--cache-dir",
@@ -101,23 +103,52 @@ def test_cli_stopped_by_sigterm_stops_its_worker(recon_photos, tmp_path):
                 break
         (log,) = (tmp_path / "cache" / "jobs").glob("*/worker.log")
         worker_pid = int(re.search(r"worker pid (\d+)", log.read_text()).group(1))
-        process.terminate()
+        process.send_signal(sig)
         _stdout, stderr = process.communicate(timeout=30)
     finally:
         process.kill()
-    assert process.returncode == 1
-    assert "photo_recon: error: Interrupted; the worker was stopped" in stderr
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines() == ["photo_recon: error: Interrupted; the worker was stopped"]
     with pytest.raises(ProcessLookupError):
         os.kill(worker_pid, 0)  # the worker is gone too
     assert not (tmp_path / "s.blend").exists()
 
 
-def test_cli_warns_when_dust3r_has_no_weights(recon_photos, tmp_path):
-    # The classical backend then runs instead; it refuses the synthetic backend's crash option
-    # (or, without torch/pycolmap, cannot start), so the run fails fast after the warning.
+def test_cli_dust3r_without_weights_fails_before_any_job(recon_photos, tmp_path):
+    # Explicitly asked for, DUSt3R never falls back to the classical backend (the panel does).
     run = _cli("--images", recon_photos, "--out", tmp_path / "s.blend", "--backend", "dust3r",
-               "--weights-dir", tmp_path / "no_weights", "--options", '{"crash": "exception"}',
-               "--cache-dir", tmp_path / "cache", cwd=tmp_path)
-    assert "No DUSt3R weights found in" in run.stdout + run.stderr
-    assert "the classical backend is used" in run.stdout + run.stderr
-    assert run.returncode == 1 and "photo_recon: error:" in run.stderr
+               "--weights-dir", tmp_path / "no_weights", "--cache-dir", tmp_path / "cache",
+               cwd=tmp_path)
+    assert run.returncode == 1
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith(f"photo_recon: error: No DUSt3R weights found in {tmp_path / 'no_weights'}")
+    for name in ("DUSt3R_ViTLarge_BaseDecoder_512_dpt", "DUSt3R_ViTLarge_BaseDecoder_512_linear"):
+        assert f"{name}.pth or {name}/model.safetensors" in line
+    assert "224_linear" not in line  # only the chosen resolution's names
+    assert "--weights-dir" in line and '--options \'{"weights": "/path/to/file.pth"}\'' in line
+    assert "classical" not in run.stdout + run.stderr
+    assert not (tmp_path / "cache" / "jobs").exists() and not (tmp_path / "s.blend").exists()
+
+
+def test_cli_honours_the_weights_option(recon_photos, tmp_path):
+    """A truncated checkpoint given as the weights option: the loader's own error, no fallback."""
+    weights = tmp_path / "weights" / "cut.pth"
+    weights.parent.mkdir()
+    weights.write_bytes(b"PK\x03\x04" + bytes(100))  # a zip header, as a .pth starts, then nothing
+    run = _cli("--images", recon_photos, "--out", tmp_path / "s.blend", "--backend", "dust3r",
+               "--options", json.dumps({"weights": "weights/cut.pth"}),  # relative to the cwd
+               "--weights-dir", tmp_path / "no_weights", "--cache-dir", tmp_path / "cache",
+               cwd=tmp_path)
+    assert run.returncode == 1
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith(f"photo_recon: error: {weights} ") and "truncated" in line, line
+    (job_file,) = (tmp_path / "cache" / "jobs").glob("*/job.json")
+    assert json.loads(job_file.read_text())["backend"] == "dust3r"
+    assert not (tmp_path / "s.blend").exists()
+
+    missing = _cli("--images", recon_photos, "--out", tmp_path / "s.blend", "--backend", "dust3r",
+                   "--options", json.dumps({"weights": str(tmp_path / "none.pth")}),
+                   "--cache-dir", tmp_path / "cache2", cwd=tmp_path)
+    assert missing.returncode == 1
+    assert f"The DUSt3R weights file {tmp_path / 'none.pth'} does not exist" in missing.stderr
+    assert not (tmp_path / "cache2" / "jobs").exists()
