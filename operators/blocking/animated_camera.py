@@ -147,7 +147,7 @@ def build_animated_camera(
         obj["recon_frame_start"] = int(frame_start)
         key_animated_camera(obj, result)
         if background:
-            files = [result.images[k].file for k in order]
+            files = [result.images[k].upright_file for k in order]
             warning = _sequence_background(data, files, frame_start, Path(link_dir), created)
             if warning:
                 warnings.append(warning)

@@ -6,8 +6,6 @@ or scaled (or when the user moves the camera); its vertices are in the camera's 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import bpy
 import numpy as np
 from mathutils import Matrix
@@ -15,7 +13,7 @@ from mathutils import Matrix
 from ...core.blocking.planes import PLANE_UVS, image_plane_corners
 from ...core.geometry.conventions import BLENDER_FROM_OPENCV_CAM
 from ...core.result import ImageResult
-from ..builders.datablocks import CreatedData, id_name, node_material
+from ..builders.datablocks import CreatedData, id_name, load_photo, node_material
 
 ROLE = "image_plane"
 # Corners of image_plane_corners (TL, TR, BR, BL) in the order that makes the face's normal
@@ -37,16 +35,12 @@ def set_plane_depth(obj: bpy.types.Object, image: ImageResult, depth: float) -> 
 
 
 def _photo(camera: bpy.types.Object, image: ImageResult, created: CreatedData):
-    """The camera's background photo, or the photo loaded from its file, or None."""
+    """``(image, None)``: the camera's background photo, or the upright photo loaded from its
+    file; ``(None, warning)`` if that cannot be read."""
     for background in camera.data.background_images:
         if background.image is not None and background.image.source == "FILE":
-            return background.image
-    if not Path(image.file).is_file():
-        return None
-    try:
-        return created.add(bpy.data.images.load(image.file, check_existing=True))
-    except RuntimeError:
-        return None
+            return background.image, None
+    return load_photo(image.upright_file, created)
 
 
 def _plane_material(name: str, photo, opacity: float, created: CreatedData) -> bpy.types.Material:
@@ -94,7 +88,7 @@ def build_image_plane(
     one), linked into ``collection``.
 
     Returns:
-        ``(plane object, warning or None)``; the warning says the photo was not found.
+        ``(plane object, warning or None)``; the warning says the photo could not be read.
 
     Raises:
         InputError: ``depth`` is not positive.
@@ -106,7 +100,7 @@ def build_image_plane(
         mesh.from_pydata(corners.tolist(), [], [_FACE])
         uv = mesh.uv_layers.new(name="UVMap")
         uv.data.foreach_set("uv", PLANE_UVS[list(_FACE)].astype(np.float32).ravel())
-        photo = _photo(camera, image, created)
+        photo, warning = _photo(camera, image, created)
         mesh.materials.append(_plane_material(f"{image.name} plane", photo, opacity, created))
         obj = created.add(bpy.data.objects.new(mesh.name, mesh))
         obj["recon_role"] = ROLE
@@ -120,5 +114,6 @@ def build_image_plane(
     except BaseException:
         created.remove_all()
         raise
-    warning = None if photo is not None else f"Photo {image.file} not found: its plane is grey."
+    if warning:
+        warning += " Its plane is grey."
     return obj, warning

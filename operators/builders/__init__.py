@@ -184,7 +184,7 @@ def _build_meshes(result, options, masks, material, collection, created) -> tupl
     materials = [material] * len(kept)
     if options.mesh_texture:
         for k, (im, _) in enumerate(kept):
-            photo, warning = load_photo(im.file, created)
+            photo, warning = load_photo(im.upright_file, created)
             if photo is None:
                 warnings.append(f"{warning} Its mesh shows the point colours instead.")
             else:

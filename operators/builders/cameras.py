@@ -91,7 +91,7 @@ def build_cameras(
         data["recon_resolution"] = [settings["resolution_x"], settings["resolution_y"]]
         data["recon_pixel_aspect"] = [settings["pixel_aspect_x"], settings["pixel_aspect_y"]]
         if background_images:
-            warning = _add_background_photo(data, image.file, created)
+            warning = _add_background_photo(data, image.upright_file, created)
             if warning:
                 warnings.append(warning)
         obj = created.add(bpy.data.objects.new(id_name(image.name), data))
