@@ -144,3 +144,14 @@ def test_image_planes_and_animated_camera_use_the_upright_copies(tmp_path):
     for frame, im in zip(frames, result.images):
         with Image.open(frame) as stored:
             np.testing.assert_array_equal(np.asarray(stored.convert("RGB")), im.colors)
+
+    # Scaling saves the moved result as a new folder beside it: it keeps the upright copies.
+    for obj in bpy.context.view_layer.objects:
+        obj.select_set(False)
+    for camera in _cameras(collection)[:2]:
+        camera.select_set(True)
+    assert bpy.ops.recon.set_scale(mode="CAMERAS", distance=10.0) == {"FINISHED"}
+    edited_dir = Path(bpy.context.scene.recon.last_result_dir)
+    assert edited_dir != result_dir and edited_dir.parent == result_dir.parent
+    edited = SceneResult.load(edited_dir)
+    assert [im.display_file for im in edited.images] == [im.display_file for im in result.images]
