@@ -171,4 +171,12 @@ def write_colmap_model(
     directory.mkdir(parents=True, exist_ok=True)
     (_write_binary if binary else _write_text)(directory, result, names, points)
     log.info("Wrote COLMAP model: %d images, %d points, %s", len(names), len(points.xyz), directory)
+    sideways = [f"{name} ({im.display_file})" for name, im in zip(names, result.images) if im.display_file]
+    if sideways:
+        # The cameras describe the upright photos; tools that ignore EXIF orientation need the
+        # upright copies under the photos' names.
+        log.warning(
+            "%d photo(s) are stored sideways (EXIF orientation); give tools that ignore it the "
+            "upright copies under the photos' names: %s", len(sideways), "; ".join(sideways),
+        )
     return directory

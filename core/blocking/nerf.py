@@ -54,7 +54,8 @@ def transforms_dict(result: SceneResult, base_dir: str | Path, ply_file: str | N
     frames = []
     for im in result.images:
         frame = {
-            "file_path": _relative_path(im.file, base),
+            # The intrinsics are for the upright photo; NeRF tools read the stored pixels.
+            "file_path": _relative_path(im.upright_file, base),
             "transform_matrix": cam2world_opencv_to_blender(im.cam2world).tolist(),
         }
         frame.update(_intrinsics(im))

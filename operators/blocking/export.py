@@ -73,6 +73,9 @@ class RECON_OT_export_result(bpy.types.Operator):
             self.report({"ERROR"}, f"Export failed: {exc}")
             return {"CANCELLED"}
         self.report({"INFO"}, f"Exported {len(result.images)} cameras to {written}")
+        if self.format in ("COLMAP_BIN", "COLMAP_TXT") and any(im.display_file for im in result.images):
+            self.report({"WARNING"}, "Some photos are stored sideways (EXIF orientation): give "
+                        "tools that ignore it their upright copies (see the log) under the same names")
         return {"FINISHED"}
 
 

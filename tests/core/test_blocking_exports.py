@@ -161,6 +161,16 @@ def test_colmap_text_and_binary_agree_with_sparse_points(tmp_path: Path):
         )
 
 
+def test_colmap_export_names_the_upright_copies_of_sideways_photos(tmp_path: Path, caplog):
+    result = make_scene(tmp_path)
+    copy = tmp_path / "result" / "upright" / "2" / "view.jpg"
+    result.images[2].display_file = str(copy)
+    write_colmap_model(result, tmp_path / "model")
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "1 photo(s) are stored sideways" in warning
+    assert f"{Path(result.images[2].file).name} ({copy})" in warning
+
+
 def test_colmap_subsamples_and_refuses_duplicate_names(tmp_path: Path):
     result = make_scene(tmp_path)
     rec = pycolmap.Reconstruction(str(write_colmap_model(result, tmp_path / "a", max_points=100)))
@@ -238,6 +248,8 @@ def test_export_ply_points_and_plane_normals(tmp_path: Path):
 
 def test_transforms_json_maps_back_to_cam2world(tmp_path: Path):
     result = make_scene(tmp_path)
+    # A photo stored sideways: the frame must name its upright copy, which K_photo describes.
+    result.images[1].display_file = str(tmp_path / "result" / "upright" / "1" / "view.jpg")
     path = write_transforms_json(
         result, tmp_path / "export" / "transforms.json", ply_file="cloud.ply"
     )
@@ -246,7 +258,8 @@ def test_transforms_json_maps_back_to_cam2world(tmp_path: Path):
     assert len(content["frames"]) == len(result.images)
     opengl_from_opencv = np.diag([1.0, -1.0, -1.0, 1.0])
     for frame, im in zip(content["frames"], result.images):
-        assert (path.parent / frame["file_path"]).resolve() == Path(im.file).resolve()
+        shown = im.display_file or im.file
+        assert (path.parent / frame["file_path"]).resolve() == Path(shown).resolve()
         np.testing.assert_allclose(
             np.array(frame["transform_matrix"]) @ opengl_from_opencv, im.cam2world, atol=1e-12
         )
