@@ -15,10 +15,11 @@ arguments, 130 when interrupted (Ctrl+C, SIGTERM; the worker is stopped first).
 from __future__ import annotations
 
 import argparse
+import atexit
 import errno
 import importlib
-import json
 import importlib.util
+import json
 import logging
 import os
 import signal
@@ -109,7 +110,7 @@ def load_addon(bpy) -> str:
     The enabled extension when Blender has one, else this checkout loaded from source (registered,
     with an entry in the preferences so that its AddonPreferences exist). For one's own scripts
     with the ``bpy`` module, which enables no add-on: put this file's folder on ``sys.path``,
-    ``import cli`` and call ``cli.load_addon(bpy)`` once.
+    ``import cli`` and call ``cli.load_addon(bpy)`` once (the add-on is unregistered at exit).
     """
     for name in bpy.context.preferences.addons.keys():
         if name == SOURCE_PACKAGE or name.endswith("." + SOURCE_PACKAGE):
@@ -121,6 +122,9 @@ def load_addon(bpy) -> str:
         sys.modules[SOURCE_PACKAGE] = module
         spec.loader.exec_module(module)
     sys.modules[SOURCE_PACKAGE].register()
+    # The bpy 4.5 module hangs at interpreter exit while an add-on it did not enable itself is
+    # still registered; unregistering first lets a script end normally.
+    atexit.register(sys.modules[SOURCE_PACKAGE].unregister)
     bpy.context.preferences.addons.new().module = SOURCE_PACKAGE
     return SOURCE_PACKAGE
 

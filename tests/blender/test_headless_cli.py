@@ -21,6 +21,7 @@ from conftest import REPO_ROOT
 bpy = pytest.importorskip("bpy")
 
 CLI = REPO_ROOT / "operators" / "cli.py"
+SAMPLE_PHOTOS = REPO_ROOT / "tests" / "data" / "sample_scene" / "images"
 
 
 def _cli(*args, cwd: Path) -> subprocess.CompletedProcess:
@@ -152,3 +153,84 @@ def test_cli_honours_the_weights_option(recon_photos, tmp_path):
     assert missing.returncode == 1
     assert f"The DUSt3R weights file {tmp_path / 'none.pth'} does not exist" in missing.stderr
     assert not (tmp_path / "cache2" / "jobs").exists()
+
+
+def test_cli_refuses_unwritable_outputs_before_the_job(recon_photos, tmp_path):
+    """Each bad output path: exit 1 with one line naming it, no traceback, no job folder."""
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "a_file").write_text("")
+    cases = [
+        (["--out", "/proc/x/scene.blend"], "--out /proc/x/scene.blend cannot be written"),
+        (["--out", "/proc/scene.blend"], "--out /proc/scene.blend cannot be written"),
+        (["--out", tmp_path / "a_folder"], f"--out {tmp_path / 'a_folder'} is a folder"),
+        (["--out", tmp_path / "a_file" / "s.blend"], f"--out {tmp_path / 'a_file' / 's.blend'} "
+                                                       "cannot be written"),
+        (["--out", tmp_path / "s.blend", "--preview", "/proc/p.png"],
+         "--preview /proc/p.png cannot be written"),
+        (["--out", tmp_path / "s.blend", "--cache-dir", "/proc/cache"],
+         "Cannot create the job folder /proc/cache/jobs/"),
+    ]
+    for args, message in cases:
+        cache = [] if "--cache-dir" in args else ["--cache-dir", tmp_path / "cache"]
+        run = _cli("--images", recon_photos, "--backend", "synthetic", *args, *cache, cwd=tmp_path)
+        assert run.returncode == 1, (args, run.stderr)
+        (line,) = run.stderr.strip().splitlines()
+        assert line.startswith(f"photo_recon: error: {message}"), line
+        assert "Traceback" not in run.stdout
+        assert not (tmp_path / "cache").exists() and not (tmp_path / "s.blend").exists()
+
+
+def test_cli_bad_options_json_is_an_argument_error(tmp_path):
+    for text, reason in (("{bad", "not valid JSON"), ("[1, 2]", "must be a JSON object")):
+        run = _cli("--images", tmp_path, "--out", tmp_path / "s.blend", "--options", text,
+                   cwd=tmp_path)
+        assert run.returncode == 2 and f"argument --options: {reason}" in run.stderr
+
+
+def test_cli_names_the_python_flag_for_a_bad_interpreter(recon_photos, tmp_path):
+    run = _cli("--images", recon_photos, "--out", tmp_path / "s.blend", "--backend", "synthetic",
+               "--python", tmp_path / "no" / "python", "--cache-dir", tmp_path / "cache",
+               cwd=tmp_path)
+    assert run.returncode == 1
+    assert run.stderr.strip() == (
+        f"photo_recon: error: The worker Python {tmp_path / 'no' / 'python'} is not an executable "
+        "file; give a Python interpreter with --python (or fix the extension's Worker Python "
+        "preference).")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_cli_help_gives_every_option_a_default_and_hides_test_backends(tmp_path):
+    run = _cli("--help", cwd=tmp_path)
+    assert run.returncode == 0
+    options = re.split(r"\n  (?=-)", run.stdout.split("options:", 1)[1])[1:]
+    assert len(options) == 19  # --help and the 18 options
+    for text in options:
+        if not text.startswith(("-h", "--images", "--out ")):  # no default: required or --help
+            assert "default" in text, text
+    assert "synthetic" not in run.stdout and "result_file" not in run.stdout
+    assert "(default: 320)" in " ".join(run.stdout.split())  # --preview-size's default
+
+
+@pytest.fixture
+def three_sample_photos(tmp_path: Path) -> Path:
+    """The bundled sample scene's first three photos (enough for the classical backend)."""
+    import shutil
+
+    folder = tmp_path / "sample3"
+    folder.mkdir()
+    for k in range(3):
+        shutil.copy(SAMPLE_PHOTOS / f"view_{k:02d}.jpg", folder)
+    return folder
+
+
+def test_cli_prints_the_device_warning(three_sample_photos, tmp_path):
+    """--device cuda without CUDA: the classical backend runs on the CPU and says so."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("pycolmap")
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here: there is nothing to warn about")
+    run = _cli("--images", three_sample_photos, "--out", tmp_path / "s.blend", "--device", "cuda",
+               "--resolution", "224", "--preset", "speed", "--cache-dir", tmp_path / "cache",
+               cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "warning: CUDA was requested but the worker's PyTorch cannot use it" in run.stdout
