@@ -133,6 +133,7 @@ def test_cli_dust3r_without_weights_fails_before_any_job(recon_photos, tmp_path)
 
 def test_cli_honours_the_weights_option(recon_photos, tmp_path):
     """A truncated checkpoint given as the weights option: the loader's own error, no fallback."""
+    pytest.importorskip("torch")  # the worker's loader needs it
     weights = tmp_path / "weights" / "cut.pth"
     weights.parent.mkdir()
     weights.write_bytes(b"PK\x03\x04" + bytes(100))  # a zip header, as a .pth starts, then nothing
@@ -147,6 +148,8 @@ def test_cli_honours_the_weights_option(recon_photos, tmp_path):
     assert json.loads(job_file.read_text())["backend"] == "dust3r"
     assert not (tmp_path / "s.blend").exists()
 
+
+def test_cli_refuses_a_missing_weights_file_before_the_job(recon_photos, tmp_path):
     missing = _cli("--images", recon_photos, "--out", tmp_path / "s.blend", "--backend", "dust3r",
                    "--options", json.dumps({"weights": str(tmp_path / "none.pth")}),
                    "--cache-dir", tmp_path / "cache2", cwd=tmp_path)
