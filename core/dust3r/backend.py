@@ -96,20 +96,23 @@ def cache_key(files: list[str], network: NetworkOptions) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
-def _device(name: str) -> str:
+def _device(name: str) -> tuple[str, str]:
+    """The torch device for the job's ``device`` (``auto``: CUDA, then MPS, then the CPU), and a
+    warning for the result when the one asked for is not available here ("" otherwise)."""
     import torch
 
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(),
+                 "cpu": True}
+    if name == "auto":
+        return next(device for device, ok in available.items() if ok), ""
+    if available[name]:
+        return name, ""
+    return "cpu", (f"{name.upper()} was requested but the worker's PyTorch cannot use it; "
+                   "DUSt3R ran on the CPU.")
 
 
-def _predict(job, network, images, progress) -> PairPredictions:
-    """Run the network on the pairs, or read them from the cache."""
+def _predict(job, network, images, progress, device: str) -> PairPredictions:
+    """Run the network on the pairs (on ``device``), or read them from the cache."""
     cache = None
     if job.cache_dir:
         key = cache_key([im.file for im in images], network)
@@ -125,8 +128,8 @@ def _predict(job, network, images, progress) -> PairPredictions:
     from .weights import load_model
 
     pairs = make_pairs(len(images), **network.graph_arguments())
-    model = load_model(network.weights, _device(job.device))
-    preds = run_pairs(model, images, pairs, device=_device(job.device),
+    model = load_model(network.weights, device)
+    preds = run_pairs(model, images, pairs, device=device,
                       precision=network.precision, batch_size=network.batch_size,
                       progress=progress)
     if cache is not None:
@@ -155,9 +158,10 @@ def run(job: JobConfig, progress: Progress) -> SceneResult:
     images, skipped = load_images(list(job.images), size=network.image_size)
     loaded = {im.file for im in images}
     kept = [k for k, f in enumerate(job.images) if f in loaded]
-    preds = _predict(job, network, images, progress.sub(0.02, 0.7))
+    device, device_warning = _device(job.device)
+    preds = _predict(job, network, images, progress.sub(0.02, 0.7), device)
     result = align(preds, align_options.for_images(kept), progress.sub(0.7, 1.0))
     result.unregistered = [*skipped, *result.unregistered]
     result.warnings = [f"Skipped {Path(s['file']).name}: {s['reason']}" for s in skipped] + \
-        result.warnings
+        ([device_warning] if device_warning else []) + result.warnings
     return result

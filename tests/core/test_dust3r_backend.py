@@ -108,3 +108,19 @@ def test_exif_focal_becomes_a_known_focal(tmp_path, weights):
         # 35 mm-equivalent focal on the 43.27 mm full-frame diagonal -> the 100 px photo diagonal
         expected = (26 + 4 * k) / np.hypot(36, 24) * np.hypot(80, 60)
         assert result.images[k].K_photo[0, 0] == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_missing_device_runs_on_the_cpu_with_a_warning(photos, weights, device):
+    """The CLI prints result warnings and the panel shows them: a device asked for but missing
+    must be among them, not only in worker.log."""
+    if {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}[device]:
+        pytest.skip(f"{device} is available here: nothing to warn about")
+    job = JobConfig(images=tuple(photos[:2]), backend="dust3r", device=device,
+                    options={"weights": weights, "image_size": 224, "iterations": 2})
+    result = run(job, Progress())
+    assert len(result.images) == 2 and all(np.isfinite(im.cam2world).all() for im in result.images)
+    assert result.warnings == [f"{device.upper()} was requested but the worker's PyTorch cannot "
+                               "use it; DUSt3R ran on the CPU."]
+    cpu = run(JobConfig(**{**job.__dict__, "device": "cpu"}), Progress())
+    assert cpu.warnings == []
