@@ -7,7 +7,7 @@ torch and never changes its own packages (Blender's numpy stays as it is).
 Three pieces:
 
 * :func:`probe` -> :class:`EnvironmentReport`: Python version, platform, which of torch / numpy /
-  scipy / pillow / pycolmap import (with versions and where they come from), torch's CUDA/MPS.
+  scipy / pillow / pycolmap / pillow-heif import (with versions and where they come from), torch's CUDA/MPS.
 * :func:`plan_torch_install` -> :class:`TorchInstallPlan`: the pip command for the right torch
   build (CPU, CUDA matching the NVIDIA driver, or the macOS one), installed with ``--target`` into
   a folder of the extension's user data, never into Blender's site-packages.
@@ -54,8 +54,10 @@ PROBE_MODULES: dict[str, str] = {
     "scipy": "scipy",
     "pillow": "PIL",
     "pycolmap": "pycolmap",
+    "pillow-heif": "pillow_heif",
 }
-"""Distribution name -> import name of the packages the worker may need."""
+"""Distribution name -> import name of the packages the worker may need (pillow-heif: only for
+HEIC/HEIF photos, which are skipped with a message without it)."""
 
 BACKEND_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "dust3r": ("numpy", "pillow", "scipy", "torch"),

@@ -35,10 +35,25 @@ from .errors import InputError
 if TYPE_CHECKING:
     from .result import ImageResult
 
+try:  # HEIC/HEIF (iPhones' default format) decodes through pillow-heif, when it is installed
+    import pillow_heif
+except ImportError:
+    pillow_heif = None
+else:
+    pillow_heif.register_heif_opener()
+
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
+HEIF_EXTENSIONS = (".heic", ".heif")
+"""Photo formats Pillow reads only with pillow-heif, and Blender not at all."""
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", *HEIF_EXTENSIONS)
 """File name endings (lower case) treated as photos."""
+
+_NO_HEIF_READER = (
+    "a HEIC/HEIF photo, but the worker's Python lacks pillow-heif (the extension's zip bundles it; "
+    "in a Worker Python environment: pip install pillow-heif), or convert the photos to JPEG"
+)
 
 PATCH_SIZE = 16
 """The network's patch size: 512-path crops are multiples of it."""
@@ -178,7 +193,8 @@ def resize_and_crop(
 
 
 def _gather(paths: str | Path | Sequence[str | Path]) -> tuple[list[str], list[dict[str, str]]]:
-    """Photo paths to load, and non-photo files of a folder as skipped entries."""
+    """Photo paths to load, and as skipped entries: non-photo files of a folder, and HEIC/HEIF
+    photos when pillow-heif is missing (Pillow alone would call them unidentifiable)."""
     if isinstance(paths, (str, Path)) and Path(paths).is_dir():
         folder = Path(paths)
         skipped = [
@@ -186,10 +202,18 @@ def _gather(paths: str | Path | Sequence[str | Path]) -> tuple[list[str], list[d
             for n in sorted(os.listdir(folder))
             if not n.startswith(".") and (folder / n).is_file() and not _is_image_name(n)
         ]
-        return list_image_files(folder), skipped
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    return [str(p) for p in paths], []
+        files = list_image_files(folder)
+    else:
+        files = [str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths]
+        skipped = []
+    if pillow_heif is None:
+        skipped += [{"file": f, "reason": _NO_HEIF_READER} for f in files if _is_heif(f)]
+        files = [f for f in files if not _is_heif(f)]
+    return files, skipped
+
+
+def _is_heif(path: str) -> bool:
+    return path.lower().endswith(HEIF_EXTENSIONS)
 
 
 def load_images(
@@ -261,21 +285,24 @@ def exif_camera(path: str | Path) -> tuple[str, float | None]:
 
 
 UPRIGHT_FOLDER = "upright"
-"""Folder of a result that holds the upright copies of EXIF-rotated photos."""
+"""Folder of a result that holds the upright copies of EXIF-rotated photos (and JPEG copies of
+HEIC/HEIF photos, which Blender cannot read)."""
 
 _EXIF_ORIENTATION = 0x0112
 _TURNED_ORIENTATIONS = range(2, 9)  # 1 is upright; 2-8 mirror and/or rotate (0 and others: invalid)
 _JPEG_FORMATS = ("JPEG", "MPO")  # MPO: the multi-picture JPEG some phones write
+_FORMATS_BLENDER_CANNOT_READ = ("HEIF",)  # lossy photos: their copy is a JPEG too
 _JPEG_QUALITY = 95
 _PNG_MODES = ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA")
 
 
 def write_upright_copies(images: Sequence[ImageResult], result_dir: str | Path) -> None:
-    """Write an upright copy of each photo whose EXIF orientation turns it; set ``display_file``.
+    """Write an upright copy of each photo whose EXIF orientation turns it, or that Blender
+    cannot read (HEIC/HEIF); set ``display_file``.
 
     ``photo_size`` and ``K_photo`` describe the EXIF-oriented photo, but Blender loads a file's
     stored pixels as they are, so a phone's portrait photo stored sideways would sit sideways in
-    its camera frame. Photo ``k`` gets ``<result_dir>/upright/<k>/<stem>.jpg`` (JPEG quality 95,
+    its camera frame; and it has no HEIC reader at all. Photo ``k`` gets ``<result_dir>/upright/<k>/<stem>.jpg`` (JPEG quality 95,
     4:4:4, colour profile kept) or ``.png`` for other inputs (lossless), and ``display_file`` its
     absolute path; photos stored upright get ``display_file = None``. A photo that can no longer
     be read keeps its ``display_file`` (logged as a warning: the import then reports it missing
@@ -287,12 +314,13 @@ def write_upright_copies(images: Sequence[ImageResult], result_dir: str | Path) 
     for k, image in enumerate(images):
         try:
             with Image.open(image.file) as photo:
-                if photo.getexif().get(_EXIF_ORIENTATION) not in _TURNED_ORIENTATIONS:
+                turned = photo.getexif().get(_EXIF_ORIENTATION) in _TURNED_ORIENTATIONS
+                if not turned and photo.format not in _FORMATS_BLENDER_CANNOT_READ:
                     image.display_file = None
                     continue
                 photo.load()
                 upright = ImageOps.exif_transpose(photo)
-                is_jpeg = photo.format in _JPEG_FORMATS
+                is_jpeg = photo.format in _JPEG_FORMATS + _FORMATS_BLENDER_CANNOT_READ
                 icc_profile = photo.info.get("icc_profile")
         except _READ_ERRORS as exc:
             log.warning("No upright copy of %s (cannot read it: %s)", image.file, exc)

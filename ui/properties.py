@@ -116,15 +116,22 @@ def _unregister_wm_props() -> None:
             delattr(bpy.types.WindowManager, name)
 
 
+PHOTOS_ONLY_THE_WORKER_READS = (".heic", ".heif")
+"""HEIC/HEIF (iPhones' default): Blender has no reader, the worker decodes them with pillow-heif
+and writes JPEG copies for Blender to show (``core.images.HEIF_EXTENSIONS``)."""
+
+
 def photo_files(folder: str) -> list[str]:
     """Paths of the image files in ``folder``, sorted by name (not recursive).
 
-    Blender's own list of image extensions is used because ``core.images`` needs Pillow, which
-    Blender's Python lacks; the worker skips files it cannot decode and says so.
+    Blender's own list of image extensions (plus HEIC/HEIF) is used because ``core.images``
+    needs Pillow, which Blender's Python lacks; the worker skips files it cannot decode and
+    says so.
     """
     return [
         str(p) for p in sorted(Path(folder).iterdir())
-        if p.is_file() and p.suffix.lower() in bpy.path.extensions_image
+        if p.is_file() and (p.suffix.lower() in bpy.path.extensions_image
+                            or p.suffix.lower() in PHOTOS_ONLY_THE_WORKER_READS)
     ]
 
 
@@ -228,7 +235,7 @@ def to_job_config(props: ReconSettings, prefs, directory: str = "", backend: str
         raise InputError(f"Photo folder {folder!r} does not exist; choose a folder of photos.")
     images = photo_files(str(Path(folder).resolve()))
     if not images:
-        raise InputError(f"No images (.jpg, .png, ...) found in {folder}; choose a folder of photos.")
+        raise InputError(f"No images (.jpg, .png, .heic, ...) found in {folder}; choose a folder of photos.")
     if not backend:
         backend, _note = resolve_backend(props, prefs, extra_options)
     options = backend_options(backend, props, prefs, extra_options)

@@ -237,3 +237,41 @@ def test_cli_prints_the_device_warning(three_sample_photos, tmp_path):
                cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "warning: CUDA was requested but the worker's PyTorch cannot use it" in run.stdout
+
+
+def test_cli_reconstructs_heic_photos_with_backgrounds_blender_can_show(three_sample_photos, tmp_path):
+    """iPhone HEIC photos: the worker decodes them (pillow-heif), Blender shows JPEG copies."""
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pytest.importorskip("torch")
+    pytest.importorskip("pycolmap")
+    from PIL import Image
+
+    heic = tmp_path / "heic"
+    heic.mkdir()
+    for jpg in sorted(three_sample_photos.glob("*.jpg")):
+        with Image.open(jpg) as img:
+            pillow_heif.from_pillow(img.convert("RGB")).save(heic / f"{jpg.stem}.HEIC", quality=95)
+            size = img.size
+    out = tmp_path / "heic.blend"
+    run = _cli("--images", heic, "--out", out, "--resolution", "224", "--preset", "speed",
+               "--cache-dir", tmp_path / "cache", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    listing = subprocess.run(
+        [sys.executable, "-c", "import bpy, sys; bpy.ops.wm.open_mainfile(filepath=sys.argv[1]); "
+         "[print(bg.image.filepath, *bg.image.size) for c in bpy.data.cameras "
+         "for bg in c.background_images]", str(out)],
+        capture_output=True, text=True, timeout=120)
+    rows = [line.split() for line in listing.stdout.splitlines() if line.endswith(f"{size[0]} {size[1]}")]
+    assert len(rows) == 3, listing.stdout + listing.stderr
+    assert all(path.endswith(".jpg") and "/upright/" in path for path, *_ in rows)
+
+
+def test_the_panel_lists_the_photo_formats_only_the_worker_reads():
+    import importlib
+
+    from conftest import load_addon
+    from core.images import HEIF_EXTENSIONS
+
+    load_addon()
+    properties = importlib.import_module("photo_recon.ui.properties")
+    assert properties.PHOTOS_ONLY_THE_WORKER_READS == HEIF_EXTENSIONS

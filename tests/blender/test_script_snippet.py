@@ -72,5 +72,5 @@ def test_readme_snippet_raises_the_reason(tmp_path):
     blend = tmp_path / "scene.blend"
     run = _run_snippet(tmp_path / "empty", blend, tmp_path)
     assert run.returncode == 1
-    assert "RuntimeError: Error: No images (.jpg, .png, ...) found in" in run.stderr
+    assert "RuntimeError: Error: No images (.jpg, .png, .heic, ...) found in" in run.stderr
     assert not blend.exists()

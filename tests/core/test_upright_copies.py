@@ -1,5 +1,6 @@
-"""Upright copies of EXIF-rotated photos (Blender ignores EXIF orientation): written by the worker
-into the result folder, recorded as ``display_file``, kept through save/load and edits."""
+"""Upright copies of EXIF-rotated photos (Blender ignores EXIF orientation) and JPEG copies of HEIC
+photos (Blender cannot read them): written by the worker into the result folder, recorded as
+``display_file``, kept through save/load and edits."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from core.config import JobConfig
-from core.images import UPRIGHT_FOLDER, write_upright_copies
+import core.images as images_module
+from core.images import UPRIGHT_FOLDER, load_images, write_upright_copies
 from core.job import run_job
 from core.result import ImageResult, SceneResult
 
@@ -160,3 +162,32 @@ def test_worker_writes_upright_copies_into_its_result(tmp_path):
         assert copy.shape[1::-1] == tuple(im.photo_size)
         assert np.abs(copy - oriented(Path(im.file))).mean() < 2.0
     assert not (tmp_path / "job" / "result.partial").exists()
+
+
+def test_heic_photos_load_and_get_a_jpeg_copy_blender_can_read(tmp_path):
+    # iPhones shoot HEIC by default; Blender has no HEIC reader, so the copy is a JPEG.
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pixels = stored(save_photo(tmp_path / "source.png", (64, 48), None))
+    heic = tmp_path / "photos" / "IMG_0002.HEIC"
+    heic.parent.mkdir()
+    pillow_heif.from_pillow(Image.fromarray(pixels)).save(heic, quality=95)
+    decoded = pillow_heif.open_heif(heic).to_pillow()  # libheif's own decode: the reference
+    (loaded,), skipped = load_images(heic.parent, size=224)
+    assert skipped == [] and loaded.photo_size == (64, 48)
+    images = [image_result(heic, (64, 48))]
+    write_upright_copies(images, tmp_path / "result")
+    copy = Path(images[0].display_file)
+    assert copy.name == "IMG_0002.jpg"
+    error = np.abs(stored(copy).astype(np.int16) - np.asarray(decoded.convert("RGB"), np.int16))
+    assert error.mean() < 2 and np.percentile(error, 99) < 8
+
+
+def test_without_pillow_heif_heic_photos_are_skipped_saying_why(tmp_path, monkeypatch):
+    monkeypatch.setattr(images_module, "pillow_heif", None)  # a Worker Python without it
+    save_photo(tmp_path / "a.jpg", (32, 24), None)
+    (tmp_path / "IMG_0003.heic").write_bytes(b"\0\0\0\x18ftypheic")  # never opened
+    loaded, skipped = load_images(tmp_path, size=224)
+    assert [Path(im.file).name for im in loaded] == ["a.jpg"]
+    (entry,) = skipped
+    assert entry["file"].endswith("IMG_0003.heic")
+    assert "lacks pillow-heif" in entry["reason"] and "convert the photos to JPEG" in entry["reason"]
