@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -359,6 +359,33 @@ class Job:
         except KeyboardInterrupt:
             self.cancel()
             raise
+
+
+def prune_job_folders(jobs_dir: str | Path, keep: int, protect: Iterable[str | Path] = ()) -> list[Path]:
+    """Delete all but the newest ``keep`` job folders in ``jobs_dir``.
+
+    Every run leaves its folder (result, logs; tens of MB for a few photos), so the cache would
+    grow without end. Only folders with a ``job.json`` count, so nothing else there is touched;
+    their age is that of ``job.json``, written once when the job started (folder names carry
+    the time only to the second). A folder is kept when a path in ``protect`` (e.g. the result folder an open .blend
+    still uses) is that folder or lies inside it.
+
+    Returns:
+        The folders removed, oldest first.
+    """
+    jobs = sorted(
+        (p for p in Path(jobs_dir).glob("*") if (p / JOB_FILE).is_file()),
+        key=lambda p: ((p / JOB_FILE).stat().st_mtime_ns, p.name),
+    )
+    protected = [Path(p).resolve() for p in protect]
+    removed = []
+    for folder in jobs[: max(0, len(jobs) - keep)]:
+        folder = folder.resolve()
+        if any(p == folder or folder in p.parents for p in protected):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 def run_job(

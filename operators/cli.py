@@ -96,6 +96,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "preference, else the add-on's user folder)")
     parser.add_argument("--cache-dir", help="folder for job folders and caches (default: the "
                         "preference, else the add-on's user folder)")
+    parser.add_argument("--keep-jobs", type=int, default=None, metavar="N",
+                        help="job folders kept in the cache folder; older ones are deleted when "
+                        "this job starts (default: the Keep Jobs preference, 10)")
     return parser.parse_args(argv)
 
 
@@ -154,6 +157,8 @@ def apply_settings(bpy, package: str, args: argparse.Namespace) -> None:
         prefs.python = args.python
     if args.device is not None:
         prefs.device = args.device
+    if args.keep_jobs is not None:
+        prefs.keep_jobs = max(1, args.keep_jobs)
     for name in ("weights_dir", "cache_dir"):
         if getattr(args, name) is not None:
             setattr(prefs, name, str(Path(getattr(args, name)).resolve()))

@@ -22,7 +22,7 @@ import bpy
 from bpy.props import EnumProperty, StringProperty
 
 from ..core.errors import InputError, ReconstructionError
-from ..core.job import Job, JobStatus, run_job
+from ..core.job import Job, JobStatus, prune_job_folders, run_job
 from ..core.worker import RESULT_DIR
 from ..ui import preferences
 from ..ui.properties import resolve_backend, to_job_config
@@ -37,12 +37,17 @@ _RUNNING: set[Job] = set()
 
 
 def new_job_dir(prefs) -> Path:
-    """A fresh job folder under the cache folder (``jobs/<date-time>-<random>``).
+    """A fresh job folder under the cache folder (``jobs/<date-time>-<random>``); older job
+    folders beyond the Keep Jobs preference go, except those the open .blend file uses.
 
     Raises:
         InputError: the folder cannot be created (naming it and why).
     """
-    job_dir = preferences.cache_folder(prefs) / "jobs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    jobs = preferences.cache_folder(prefs) / "jobs"
+    removed = prune_job_folders(jobs, prefs.keep_jobs - 1, protect=_paths_in_use())
+    if removed:
+        log.info("Removed %d old job folder(s) from %s (Keep Jobs: %d)", len(removed), jobs, prefs.keep_jobs)
+    job_dir = jobs / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     try:
         job_dir.mkdir(parents=True)
     except OSError as exc:
@@ -51,6 +56,14 @@ def new_job_dir(prefs) -> Path:
             "cache folder (the Cache Folder preference; headless: --cache-dir)."
         ) from exc
     return job_dir
+
+
+def _paths_in_use() -> list[str]:
+    """Result folders the scenes remember and files of loaded images (e.g. upright photo copies):
+    the job folders holding them must survive pruning, or Re-import and backgrounds break."""
+    results = [scene.recon.last_result_dir for scene in bpy.data.scenes if scene.recon.last_result_dir]
+    images = [bpy.path.abspath(image.filepath) for image in bpy.data.images if image.filepath]
+    return results + images
 
 
 def _log_progress(status: JobStatus) -> None:

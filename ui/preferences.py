@@ -1,4 +1,4 @@
-"""Add-on preferences: worker interpreter, device, weights and cache folders.
+"""Add-on preferences: worker interpreter, device, weights and cache folders, jobs kept.
 
 Empty folder preferences mean "automatic": a per-extension user folder from
 ``bpy.utils.extension_path_user`` when Blender loaded us as an extension, else (loaded from source,
@@ -12,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import bpy
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import EnumProperty, IntProperty, StringProperty
 
 from .. import __package__ as ADDON_PACKAGE
 
@@ -46,6 +46,16 @@ class ReconPreferences(bpy.types.AddonPreferences):
         subtype="DIR_PATH",
         default="",
     )
+    keep_jobs: IntProperty(
+        name="Keep Jobs",
+        description=(
+            "Job folders (result, logs) kept in the cache folder; older ones are deleted when a "
+            "new job starts, except those a scene of the open .blend file uses"
+        ),
+        default=10,
+        min=1,
+        soft_max=100,
+    )
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -56,12 +66,13 @@ class ReconPreferences(bpy.types.AddonPreferences):
         layout.label(text=f"Weights folder in use: {weights_folder(self)}")
         layout.prop(self, "cache_dir")
         layout.label(text=f"Cache folder in use: {cache_folder(self)}")
+        layout.prop(self, "keep_jobs")
         from . import prefs_sections  # imports operators that import this module: not on top
 
         prefs_sections.draw(layout, self)
 
 
-_DEFAULTS = SimpleNamespace(python="", device="auto", weights_dir="", cache_dir="")
+_DEFAULTS = SimpleNamespace(python="", device="auto", weights_dir="", cache_dir="", keep_jobs=10)
 """Stand-in with the default values, for when the add-on is registered but not enabled through
 Blender's preferences (loaded from source by a script)."""
 

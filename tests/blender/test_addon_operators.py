@@ -99,6 +99,28 @@ def test_reimport_uses_the_cached_result_only(addon, scene, recon_photos):
     assert _job_dirs(addon) == jobs  # no worker ran
 
 
+def test_old_job_folders_go_except_those_the_open_file_uses(addon, scene, recon_photos, tmp_path):
+    cache_dir = addon.cache_dir
+    addon.cache_dir, addon.keep_jobs = str(tmp_path / "cache"), 1
+    try:
+        bpy.ops.recon.reconstruct(directory=str(recon_photos), backend="synthetic")
+        first = Path(scene.last_result_dir).parent
+        bpy.ops.recon.reconstruct(directory=str(recon_photos), backend="synthetic")
+        second = Path(scene.last_result_dir).parent
+        # The scene's result was in the first folder when the second job started.
+        assert set(_job_dirs(addon)) == {first, second}
+        # A photo copy loaded from the second job (as the upright copies are) keeps it too.
+        photo = second / "result" / "photo.png"
+        bpy.data.images.new("photo", 4, 4).save(filepath=str(photo))
+        bpy.data.images.load(str(photo))
+        bpy.ops.recon.reconstruct(directory=str(recon_photos), backend="synthetic")
+        third = Path(scene.last_result_dir).parent
+        assert set(_job_dirs(addon)) == {second, third}
+    finally:
+        addon.cache_dir = cache_dir
+        addon.property_unset("keep_jobs")
+
+
 def test_show_maps_makes_tagged_images_of_the_map_grid(scene, recon_photos):
     bpy.ops.recon.reconstruct(directory=str(recon_photos), backend="synthetic")
     result = SceneResult.load(scene.last_result_dir)

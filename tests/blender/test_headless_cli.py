@@ -206,12 +206,21 @@ def test_cli_help_gives_every_option_a_default_and_hides_test_backends(tmp_path)
     run = _cli("--help", cwd=tmp_path)
     assert run.returncode == 0
     options = re.split(r"\n  (?=-)", run.stdout.split("options:", 1)[1])[1:]
-    assert len(options) == 19  # --help and the 18 options
+    assert len(options) == 20  # --help and the 19 options
     for text in options:
         if not text.startswith(("-h", "--images", "--out ")):  # no default: required or --help
             assert "default" in text, text
     assert "synthetic" not in run.stdout and "result_file" not in run.stdout
     assert "(default: 320)" in " ".join(run.stdout.split())  # --preview-size's default
+
+
+def test_cli_keeps_as_many_job_folders_as_asked(recon_photos, tmp_path):
+    jobs = tmp_path / "cache" / "jobs"
+    for run_index in range(3):
+        run = _cli("--images", recon_photos, "--out", tmp_path / "s.blend", "--backend", "synthetic",
+                   "--cache-dir", tmp_path / "cache", "--keep-jobs", "2", cwd=tmp_path)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert len(list(jobs.iterdir())) == min(run_index + 1, 2)
 
 
 @pytest.fixture

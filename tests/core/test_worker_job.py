@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import pytest
 
 from core.config import JobConfig
 from core.errors import InputError, WorkerError
-from core.job import Job, JobStatus, run_job
+from core.job import Job, JobStatus, prune_job_folders, run_job
 from core.progress import Progress
 from core.result import SceneResult
 from core.worker import run as run_in_process
@@ -88,3 +89,24 @@ def test_parent_side_modules_do_not_load_torch():
         "assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("conftest").REPO_ROOT))
+
+
+def test_prune_keeps_the_newest_jobs_and_those_in_use(tmp_path):
+    jobs = tmp_path / "jobs"
+    names = [f"20261121-1000{k:02d}-abc{k:03d}" for k in range(6)]
+    for k, name in enumerate(names):
+        (jobs / name).mkdir(parents=True)
+        (jobs / name / "job.json").write_text("{}")
+        os.utime(jobs / name / "job.json", ns=(k * 10**9, k * 10**9))  # started k seconds apart
+    run_job(_synthetic(n_images=1), jobs / names[1])
+    os.utime(jobs / names[1] / "job.json", ns=(10**9, 10**9))
+    (jobs / "notes").mkdir()  # not a job folder: never touched
+    in_use = jobs / names[1] / "result"  # an open .blend still uses this result
+    assert (in_use / "result.json").is_file()
+
+    removed = prune_job_folders(jobs, keep=2, protect=[in_use])
+
+    assert [p.name for p in removed] == [names[0], names[2], names[3]]
+    assert sorted(p.name for p in jobs.iterdir()) == sorted([names[1], names[4], names[5], "notes"])
+    assert SceneResult.load(in_use).images  # the protected result still loads
+    assert prune_job_folders(jobs, keep=2, protect=[in_use]) == []
