@@ -74,3 +74,7 @@ def test_readme_snippet_raises_the_reason(tmp_path):
     assert run.returncode == 1
     assert "RuntimeError: Error: No images (.jpg, .png, .heic, ...) found in" in run.stderr
     assert not blend.exists()
+
+
+def test_the_readme_shows_this_snippet_verbatim():
+    assert README_SNIPPET in (REPO_ROOT / "README.md").read_text()
