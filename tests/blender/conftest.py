@@ -1,4 +1,9 @@
-"""Fixtures of the add-on tests: small photo folders, and the add-on registered from source."""
+"""Fixtures of the add-on tests: small photo folders, and a clean ``bpy.data`` for each test.
+
+The test modules import :data:`DATA_KINDS` as ``from tests.blender.conftest import DATA_KINDS``:
+pytest (``--import-mode=importlib``) registers this file under that name, and a plain
+``from conftest import ...`` resolves to ``tests/conftest.py`` (``tests/`` is on ``sys.path``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,11 @@ import pytest
 
 PHOTO_SIZES = ((64, 48), (48, 64), (80, 60))
 """(width, height) of the photos of :func:`recon_photos`: landscape, portrait, another size."""
+
+DATA_KINDS = ("objects", "collections", "meshes", "cameras", "images", "materials", "node_groups",
+              "pointclouds")
+"""The ``bpy.data`` collections the add-on creates data-blocks in (``pointclouds``: the native
+point cloud of Blender 4.5 and 5.0)."""
 
 
 @pytest.fixture
@@ -25,3 +35,19 @@ def recon_photos(tmp_path: Path) -> Path:
     (folder / "notes.txt").write_text("not a photo")
     (folder / "sub").mkdir()
     return folder
+
+
+@pytest.fixture
+def clean_data():
+    """Remove every data-block a test created, so that tests do not see each other's objects and
+    a test's counts of data-blocks do not depend on which tests ran before it. Yields ``before``,
+    ``{kind: set of data-blocks}`` for each of :data:`DATA_KINDS` as the test started, for tests
+    that check that nothing new was left behind. bpy is imported here, not at module level, so
+    that collecting this folder without bpy does not fail here."""
+    import bpy
+
+    before = {kind: set(getattr(bpy.data, kind)) for kind in DATA_KINDS}
+    yield before
+    bpy.data.batch_remove(
+        [b for kind in DATA_KINDS for b in set(getattr(bpy.data, kind)) - before[kind]]
+    )

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import load_addon, registered_addon
+from tests.blender.conftest import DATA_KINDS
 
 bpy = pytest.importorskip("bpy")
 
@@ -23,7 +24,6 @@ from photo_recon.core.result import SceneResult  # noqa: E402
 from photo_recon.operators.reconstruct import RECON_OT_reconstruct  # noqa: E402
 
 BLENDER_FROM_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
-DATA_KINDS = ("objects", "collections", "meshes", "cameras", "images", "materials", "node_groups")
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +35,12 @@ def addon(tmp_path_factory):
 
 
 @pytest.fixture
-def scene(addon):
+def scene(addon, clean_data):
     """The scene's settings reset; every data-block a test made is removed afterwards."""
-    before = {kind: set(getattr(bpy.data, kind)) for kind in DATA_KINDS}
     props = bpy.context.scene.recon
     for name in ("output", "auto_threshold", "conf_threshold", "last_result_dir", "last_collection"):
         props.property_unset(name)
-    yield props
-    bpy.data.batch_remove([b for k in DATA_KINDS for b in set(getattr(bpy.data, k)) - before[k]])
+    return props
 
 
 def _snapshot() -> dict[str, int]:

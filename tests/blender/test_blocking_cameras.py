@@ -25,8 +25,9 @@ from photo_recon.core.result import ImageResult, SceneResult  # noqa: E402
 from photo_recon.core.synthetic import look_at_cam2world  # noqa: E402
 from photo_recon.operators.apply import apply_result  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("clean_data")
+
 W, H = 32, 24
-_KINDS = ("objects", "collections", "meshes", "cameras", "images", "materials", "node_groups")
 
 
 def make_scene(folder: Path, names: list[str], Ks: list[np.ndarray], write_photos=True) -> SceneResult:
@@ -66,15 +67,6 @@ def registered():
     addon.register()
     yield
     addon.unregister()
-
-
-@pytest.fixture(autouse=True)
-def clean_data():
-    before = {kind: set(getattr(bpy.data, kind)) for kind in _KINDS}
-    yield
-    bpy.data.batch_remove(
-        [b for kind in _KINDS for b in set(getattr(bpy.data, kind)) - before[kind]]
-    )
 
 
 def _photo_cameras(collection) -> dict[int, bpy.types.Object]:

@@ -31,7 +31,6 @@ GRID_W, GRID_H = 40, 30
 CAMERA_HEIGHT = 1.5
 WALL_Y = 3.0
 CONF_THRESHOLD = 1.5
-_KINDS = ("objects", "collections", "meshes", "cameras", "images", "materials", "node_groups")
 
 
 def _truth_scene(rng: np.random.Generator):
@@ -121,14 +120,10 @@ def registered():
 
 
 @pytest.fixture
-def scene(tmp_path):
-    before = {kind: set(getattr(bpy.data, kind)) for kind in _KINDS}
+def scene(tmp_path, clean_data):
     bpy.context.scene.recon.auto_threshold = True
     bpy.context.scene.cursor.location = (0.0, 0.0, 0.0)
-    yield Truth(tmp_path)
-    bpy.data.batch_remove(
-        [b for kind in _KINDS for b in set(getattr(bpy.data, kind)) - before[kind]]
-    )
+    return Truth(tmp_path)
 
 
 def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:

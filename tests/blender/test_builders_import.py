@@ -23,22 +23,10 @@ from photo_recon.operators.builders import (  # noqa: E402
 )
 from photo_recon.operators.builders.maps import jet  # noqa: E402
 
-_KINDS = ("objects", "collections", "meshes", "cameras", "images", "materials", "node_groups",
-          "pointclouds")
-
-
-@pytest.fixture
-def clean_data():
-    """Remove every data-block a test created, so tests do not see each other's objects."""
-    before = {kind: set(getattr(bpy.data, kind)) for kind in _KINDS}
-    yield before
-    bpy.data.batch_remove(
-        [b for kind in _KINDS for b in set(getattr(bpy.data, kind)) - before[kind]]
-    )
-
 
 def _new_blocks(before):
-    return [b.name for kind in _KINDS for b in set(getattr(bpy.data, kind)) - before[kind]]
+    """Names of the data-blocks made since ``before`` (the ``clean_data`` fixture's value)."""
+    return [b.name for kind, old in before.items() for b in set(getattr(bpy.data, kind)) - old]
 
 
 def _rotation(seed: int) -> np.ndarray:

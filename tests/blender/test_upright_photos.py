@@ -20,27 +20,19 @@ from photo_recon.core.synthetic import look_at_cam2world  # noqa: E402
 from photo_recon.operators.apply import apply_result  # noqa: E402
 from photo_recon.operators.builders import ImportOptions, import_result  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("clean_data")
+
 W, H = 32, 24
 """Size of every photo as displayed (EXIF-oriented): landscape."""
 K_PHOTO = np.array([[30.0, 0, 15.5], [0, 30.0, 11.5], [0, 0, 1]])
 PHOTOS = (("turned6.png", 6), ("turned8.png", 8), ("upright.png", None))
 """File name and EXIF orientation; the turned ones are stored as H x W portraits."""
-_KINDS = ("objects", "collections", "meshes", "cameras", "images", "materials", "node_groups")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def registered():
     with registered_addon():
         yield
-
-
-@pytest.fixture(autouse=True)
-def clean_data():
-    before = {kind: set(getattr(bpy.data, kind)) for kind in _KINDS}
-    yield
-    bpy.data.batch_remove(
-        [b for kind in _KINDS for b in set(getattr(bpy.data, kind)) - before[kind]]
-    )
 
 
 def oriented(path: str) -> np.ndarray:
