@@ -8,8 +8,9 @@ from source (:func:`load_addon`, also for one's own scripts). The job runs synch
 the same operator as the panel (``bpy.ops.recon.reconstruct``; timers and modal operators do not
 run headless); the backend asked for is the one run (DUSt3R without weights fails, where the
 panel would fall back to the classical backend). The output paths are checked before the job
-starts. Exit status: 0 on success, 1 with a one-line reason on stderr on failure, 2 for bad
-arguments, 130 when interrupted (Ctrl+C, SIGTERM; the worker is stopped first).
+starts. Exit status: 0 on success, 1 with a one-line reason on stderr on failure (a crashed
+worker adds the last lines of its log), 2 for bad arguments, 130 when interrupted (Ctrl+C,
+SIGTERM; the worker is stopped first).
 """
 
 from __future__ import annotations
