@@ -46,7 +46,8 @@ class ImageResult:
         depth: ``(H, W)`` float32 z-depth in the camera (same units as the world), or None.
         display_file: absolute path of an upright copy of the photo, written by the worker when
             the photo is stored sideways or mirrored with an EXIF orientation (Blender ignores
-            EXIF orientation); None when the stored pixels already are upright.
+            EXIF orientation) or is HEIC/HEIF (Blender cannot read it); None when Blender can
+            show the photo itself.
     """
 
     file: str

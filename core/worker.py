@@ -8,7 +8,7 @@ needs it. The protocol (all files in ``JOB_DIR``, documented in ``core/FORMATS.m
   for a stop; checked at every progress report, as is the parent's death);
 * out: ``progress.jsonl`` (one JSON object per line: ``stage``, ``fraction``, ``message``, ``time``),
   ``worker.log`` (this process's log), then either ``result/`` (:meth:`.result.SceneResult.save`
-  and the upright copies of EXIF-rotated photos, renamed into place when complete) or
+  and the upright copies of EXIF-rotated and HEIC photos, renamed into place when complete) or
   ``error.json`` (``type``, ``message``, ``traceback``).
 
 Exit status: 0 with a result, 1 with ``error.json``, 2 for a bad command line.
@@ -219,7 +219,7 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(partial, ignore_errors=True)
         from .images import write_upright_copies  # here: numpy only after limit_threads()
 
-        write_upright_copies(result.images, partial)  # Blender ignores EXIF orientation
+        write_upright_copies(result.images, partial)  # Blender ignores EXIF, cannot read HEIC
         result.save(partial)
         partial.replace(job_dir / RESULT_DIR)
         writer("done", 1.0, f"{len(result.images)} camera(s)")
