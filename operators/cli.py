@@ -236,6 +236,7 @@ def render_preview(bpy, collection, path: Path, long_side: int) -> None:
     scene.render.filepath = str(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)  # an old preview must not pass for this one
         bpy.ops.render.render(write_still=True)
     except (OSError, RuntimeError) as exc:
         raise CliError(f"Cannot render the preview {path}: {_reason(exc)}") from exc
