@@ -2,10 +2,15 @@
 
 The floor is found by sequential RANSAC (MSAC scoring) on the confident points: planes are
 detected one after another (each removing its inliers), each refined by least squares on its
-inliers. The cameras'
-average up direction (the -y axis of OpenCV cameras, in the world) picks the floor among them: a
-floor is roughly perpendicular to it, and the cameras stand above it (which rules out a ceiling);
+inliers. An up direction picks the floor among them: a floor is roughly perpendicular to it, and
+nearly all cameras stand above it (which rules out a ceiling, and walls the cameras surround);
 of those, the one with most support wins (a table top is smaller than the floor around it).
+
+The up direction is the cameras' average up (the -y axis of OpenCV cameras, in the world) when
+they agree. Photos turned by different amounts (a gantry's upside-down views, a mix of camera
+rolls) make that average meaningless; when the cameras then stand on one level ring or arc (an
+orbit, a turntable shoot), the normal of the plane through them is up, its sign given by the
+cameras being above the floor.
 """
 
 from __future__ import annotations
@@ -59,6 +64,39 @@ def camera_up(result: SceneResult) -> np.ndarray:
             "walls; level the scene by picking the floor by hand."
         )
     return mean / length
+
+
+# Mean length of the cameras' unit up vectors above which their average is trusted (1: all
+# agree; 0.7: within about 45 degrees of each other).
+_AGREEING_UPS = 0.7
+# Camera centres "on one level ring" when their spread across the best plane is below this share
+# of their spread along it (the smallest singular value against the middle one).
+_FLAT_RING = 0.15
+# Share of the cameras that must stand above a floor.
+_CAMERAS_ABOVE = 0.8
+
+
+def up_direction(result: SceneResult) -> tuple[np.ndarray, bool]:
+    """``((3,) float64 unit up estimate, whether its sign is known)``; see the module docstring.
+
+    Raises:
+        InputError: the cameras disagree on up and do not stand on one level ring.
+    """
+    ups = np.array([-np.asarray(im.cam2world, np.float64)[:3, 1] for im in result.images])
+    mean = ups.mean(axis=0)
+    if np.linalg.norm(mean) >= _AGREEING_UPS:
+        return mean / np.linalg.norm(mean), True
+    centres = np.array([np.asarray(im.cam2world, np.float64)[:3, 3] for im in result.images])
+    if len(centres) >= 3:
+        _, spread, vt = np.linalg.svd(centres - centres.mean(axis=0), full_matrices=False)
+        if spread[1] > 0 and spread[2] < _FLAT_RING * spread[1]:
+            return vt[2], False
+    raise InputError(
+        "The photos are turned by different amounts, so their cameras disagree on which way is "
+        "up, and the cameras do not stand on one level ring either: the floor cannot be told "
+        "apart from the walls. Set the orientation by hand (rotate the reconstruction's "
+        "collection)."
+    )
 
 
 def fit_plane(pts: np.ndarray) -> tuple[np.ndarray, float]:
@@ -181,7 +219,8 @@ def find_floor(
         result: the scene.
         conf_threshold: points with ``conf`` above it are used; None: ``result.conf_threshold``.
         inlier_threshold: plane inlier distance in world units; None: 1% of the scene extent.
-        max_tilt_deg: largest angle between the floor normal and the cameras' up direction.
+        max_tilt_deg: largest angle between the floor normal and the up direction
+            (:func:`up_direction`).
         max_points: points used (a fixed-seed sample of the confident points).
         seed: random seed.
 
@@ -194,20 +233,29 @@ def find_floor(
             "Too few confident points to find the floor; lower the confidence threshold."
         )
     pts = pts.astype(np.float64)
-    up = camera_up(result)
+    up, sign_known = up_direction(result)
     threshold = _default_threshold(pts) if inlier_threshold is None else inlier_threshold
     centres = np.array([np.asarray(im.cam2world, np.float64)[:3, 3] for im in result.images])
     # A floor must hold a few percent of the points, so slabs of scattered outliers do not count.
     min_inliers = max(50, int(0.02 * len(pts)))
     planes = detect_planes(pts, up, threshold, max_tilt_deg, min_inliers=min_inliers, seed=seed)
-    # Cameras above it: a floor, not a ceiling.
-    candidates = [plane for plane in planes if np.median(plane.height(centres)) > 0]
+    if not sign_known:  # up from the ring of cameras: the floor's normal points to the cameras
+        planes = [_facing_cameras(plane, centres) for plane in planes]
+    # (Nearly) all cameras above it: a floor, not a ceiling, nor a plane through the scene.
+    candidates = [p for p in planes if np.mean(p.height(centres) > 0) >= _CAMERAS_ABOVE]
     if not candidates:
         raise InputError(
             "No floor found: no large plane lies below the cameras and faces their up direction. "
             "Pick the origin and scale by hand, or raise the tilt limit."
         )
     return max(candidates, key=lambda plane: plane.inliers)
+
+
+def _facing_cameras(plane: Plane, centres: np.ndarray) -> Plane:
+    """``plane`` with its normal turned towards most of the camera ``centres``."""
+    if np.median(plane.height(centres)) >= 0:
+        return plane
+    return Plane(-plane.normal, -plane.offset, plane.inliers)
 
 
 def floor_transform(

@@ -8,6 +8,7 @@ scaled), as a reconstruction would be.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.blocking.level import camera_up, find_floor, level_scene
+from core.blocking.level import camera_up, find_floor, level_scene, up_direction
 from core.blocking.scale import (
     apply_scale,
     scale_from_camera_height,
@@ -240,6 +241,47 @@ def test_ceiling_is_not_taken_for_the_floor():
     table_point = world_from_truth[:3, :3] @ [-1.5, -1.5, 0.75] + world_from_truth[:3, 3]
     assert abs(floor.height(table_point)) < 0.02 * 0.37
     assert _angle_deg(floor.normal, world_from_truth[:3, :3] @ [0.0, 0.0, 1.0]) < 1.0
+
+
+def _turn_photos(result: SceneResult, turned: list[int], lift: float = 0.0) -> SceneResult:
+    """The cameras ``turned`` rolled by 180 degrees about their optical axes (a gantry's
+    upside-down views), each also raised by ``lift`` times its index (world units)."""
+    images = []
+    for k, im in enumerate(result.images):
+        cam2world = im.cam2world.copy()
+        if k in turned:
+            cam2world[:3, :2] *= -1.0  # x and y axes flipped: the same view, upside down
+        cam2world[:3, 3] += lift * k * cam2world[:3, 2]
+        images.append(dataclasses.replace(im, cam2world=cam2world))
+    return dataclasses.replace(result, images=images)
+
+
+def test_upside_down_photos_on_a_ring_still_find_the_floor(scene):
+    """Half the photos upside down: the cameras' up vectors cancel, but they stand on one level
+    ring, whose normal is up. Levelling twice changes nothing the second time."""
+    result, world_from_truth, _, _ = scene
+    turned = _turn_photos(result, [1, 3])
+    assert np.linalg.norm(np.mean([-im.cam2world[:3, 1] for im in turned.images], axis=0)) < 0.1
+    up, sign_known = up_direction(turned)
+    assert not sign_known
+    true_up = world_from_truth[:3, :3] @ [0.0, 0.0, 1.0] / 0.37
+    assert _angle_deg(up, true_up) < 1.0 or _angle_deg(-up, true_up) < 1.0
+
+    levelled, new_from_world, floor = level_scene(turned)
+    assert _angle_deg(floor.normal, true_up) < 1.0  # pointing up, towards the cameras
+    np.testing.assert_allclose(
+        [im.cam2world[2, 3] for im in levelled.images], CAMERA_HEIGHT * 0.37, rtol=0.02
+    )
+    again, new_from_levelled, _ = level_scene(levelled)
+    # The same floor, refitted to float32 points: identity to about 1e-6.
+    np.testing.assert_allclose(new_from_levelled, np.eye(4), atol=1e-5)
+
+
+def test_cameras_that_disagree_on_up_off_a_ring_are_a_clear_error(scene):
+    # Upside-down photos and cameras not on one level ring: no way to tell up.
+    turned = _turn_photos(scene[0], [1, 3], lift=3.0)
+    with pytest.raises(InputError, match="turned by different amounts.*not stand on one level"):
+        level_scene(turned)
 
 
 def test_no_floor_is_a_clear_error():
