@@ -12,6 +12,14 @@ from .level import Plane, find_floor
 from .transform import apply_similarity
 
 
+_FACTOR_RANGE = (1e-9, 1e9)
+"""Scale factors outside this range are typos: no real unit change needs them."""
+
+# Two cameras closer than this share of the median distance between cameras (e.g. two photos
+# from the same spot) cannot set the scale: their small distance is mostly pose noise.
+_MIN_CAMERA_BASELINE = 0.02
+
+
 def _factor(measured: float, true_value: float, what: str) -> float:
     if not np.isfinite(true_value) or true_value <= 0:
         raise InputError(f"The known {what} must be a positive number, not {true_value}.")
@@ -19,7 +27,15 @@ def _factor(measured: float, true_value: float, what: str) -> float:
         raise InputError(
             f"The {what} measured in the scene is zero or unknown; pick two distinct points."
         )
-    return float(true_value / measured)
+    factor = float(true_value / measured)
+    if not _FACTOR_RANGE[0] <= factor <= _FACTOR_RANGE[1]:
+        # A typo (or Blender's clamping of "inf" to the largest float) would overflow the
+        # float32 points to inf and wreck the saved result.
+        raise InputError(
+            f"The known {what} {true_value:g} against {measured:g} measured would scale the scene "
+            f"by {factor:.3g}; check the known {what} and the picked points."
+        )
+    return factor
 
 
 def scale_from_distance(point_a: np.ndarray, point_b: np.ndarray, true_distance: float) -> float:
@@ -39,14 +55,22 @@ def scale_from_cameras(
     """Factor that makes the distance between the centres of two cameras ``true_distance``.
 
     Raises:
-        InputError: an index is out of range, or the centres coincide.
+        InputError: an index is out of range, or the centres are (nearly) the same place.
     """
     n = len(result.images)
     if not (0 <= index_a < n and 0 <= index_b < n) or index_a == index_b:
         raise InputError(f"Pick two different cameras among the {n} of the scene.")
-    centre_a = np.asarray(result.images[index_a].cam2world, np.float64)[:3, 3]
-    centre_b = np.asarray(result.images[index_b].cam2world, np.float64)[:3, 3]
-    return scale_from_distance(centre_a, centre_b, true_distance)
+    centres = np.array([np.asarray(im.cam2world, np.float64)[:3, 3] for im in result.images])
+    measured = float(np.linalg.norm(centres[index_a] - centres[index_b]))
+    i, j = np.triu_indices(n, 1)
+    typical = float(np.median(np.linalg.norm(centres[i] - centres[j], axis=1)))
+    if measured < _MIN_CAMERA_BASELINE * typical:
+        raise InputError(
+            f"Cameras {index_a + 1} and {index_b + 1} are only {measured:.3g} apart, against "
+            f"{typical:.3g} between the scene's cameras typically (photos from about the same "
+            "spot): their distance cannot set the scale. Pick two cameras further apart."
+        )
+    return _factor(measured, true_distance, "distance")
 
 
 def scale_from_camera_height(

@@ -38,8 +38,10 @@ def _photo(camera: bpy.types.Object, image: ImageResult, created: CreatedData):
     """``(image, None)``: the camera's background photo, or the upright photo loaded from its
     file; ``(None, warning)`` if that cannot be read."""
     for background in camera.data.background_images:
-        if background.image is not None and background.image.source == "FILE":
-            return background.image, None
+        photo = background.image
+        # A photo whose file has gone loads as 0 x 0: then load (and warn about) the file.
+        if photo is not None and photo.source == "FILE" and photo.size[0] > 0:
+            return photo, None
     return load_photo(image.upright_file, created)
 
 

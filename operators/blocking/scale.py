@@ -20,6 +20,7 @@ from ...core.blocking.scale import (
 )
 from ...core.errors import InputError, ReconstructionError
 from ...core.result import SceneResult
+from ..builders import GEOMETRY_ROLES
 from .common import commit_transform, conf_threshold, has_result, last_result
 
 _PICK_HELP = (
@@ -29,7 +30,11 @@ _PICK_HELP = (
 
 
 def picked_points(context: bpy.types.Context) -> tuple[np.ndarray, np.ndarray]:
-    """The two world points the user picked, ``(3,)`` float64 each.
+    """The two points the user picked, ``(3,)`` float64 each, in the result's world frame.
+
+    Vertices of the reconstruction's own points or mesh are taken in that object's local frame,
+    which is the result's frame: the object is rebuilt from the result (a transform the user gave
+    it is not kept), so a measurement through that transform would be off by it.
 
     Raises:
         InputError: not exactly two points are picked (the message says how to pick them).
@@ -40,6 +45,8 @@ def picked_points(context: bpy.types.Context) -> tuple[np.ndarray, np.ndarray]:
         local = [v.co for v in active.data.vertices if v.select]
         if len(local) != 2:
             raise InputError(f"{len(local)} vertices are selected. {_PICK_HELP}")
+        if active.get("recon_role") in GEOMETRY_ROLES:
+            return tuple(np.array(co) for co in local)
         return tuple(np.array(active.matrix_world @ co) for co in local)
     selected = list(context.selected_objects)
     if len(selected) == 2:
@@ -97,17 +104,19 @@ class RECON_OT_set_scale(bpy.types.Operator):
         if self.mode == "POINTS":
             a, b = picked_points(context)
             return scale_from_distance(a, b, self.distance)
-        cameras = picked_cameras(context)
         if self.mode == "CAMERAS":
+            cameras = picked_cameras(context)
             if len(cameras) != 2:
                 raise InputError(
                     f"Select two photo cameras of the reconstruction ({len(cameras)} selected)."
                 )
             return scale_from_cameras(result, cameras[0], cameras[1], self.distance)
-        if not cameras:
-            raise InputError("Make a photo camera of the reconstruction the active object.")
+        active = _camera_index(context.active_object) if context.active_object else None
+        if active is None:
+            raise InputError("Make a photo camera of the reconstruction the active object "
+                             "(click it last).")
         floor = find_floor(result, conf_threshold=conf_threshold(context))
-        return scale_from_camera_height(result, cameras[0], self.distance, floor)
+        return scale_from_camera_height(result, active, self.distance, floor)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         try:

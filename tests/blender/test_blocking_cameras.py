@@ -234,3 +234,19 @@ def test_image_planes_without_a_selected_camera_make_nothing(tmp_path):
         bpy.ops.recon.image_planes(depth=1.0, selected_only=True)
     assert set(bpy.data.objects) == before
     assert not [o for o in collection.objects if o.get("recon_role") == "image_plane"]
+
+
+def test_image_plane_of_a_photo_whose_file_has_gone_is_grey(tmp_path):
+    # Opening an old .blend after the photo moved: its background image loads as 0 x 0.
+    result = make_scene(tmp_path / "photos", ["q0.png", "q1.png"], [K_SHARED, K_SHARED])
+    collection = import_scene(result, tmp_path / "job" / "result")
+    cameras = _photo_cameras(collection)
+    Path(result.images[1].file).unlink()
+    cameras[1].data.background_images[0].image.reload()
+    assert bpy.ops.recon.image_planes(depth=1.0) == {"FINISHED"}
+    textured = {}
+    for index, camera in cameras.items():
+        _view, plane = _plane_corners_in_view(camera)
+        nodes = plane.data.materials[0].node_tree.nodes
+        textured[index] = [n for n in nodes if n.bl_idname == "ShaderNodeTexImage"] != []
+    assert textured == {0: True, 1: False}

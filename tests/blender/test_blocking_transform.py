@@ -278,6 +278,33 @@ def test_scale_between_two_selected_vertices_in_edit_mode(scene):
     assert np.abs(_truth_distance_ratios(scene, _random_pairs(len(pts))) - 1.0).max() < 0.01
 
 
+def test_scale_between_vertices_of_the_reconstruction_the_user_had_scaled(scene):
+    """The points object is rebuilt from the result, so a hand-made transform on it is not
+    part of the measurement: its own vertices are measured in the result's frame."""
+    (points,) = [o for o in scene.collection.objects if o.get("recon_role") == "points"]
+    points.scale = (2.0, 2.0, 2.0)
+    a, b = 42, 1500
+    for k, vertex in enumerate(points.data.vertices):
+        vertex.select = k in (a, b)
+    _select(points)
+    bpy.ops.object.mode_set(mode="EDIT")
+    try:
+        true_distance = float(np.linalg.norm(scene.truth_pts[a] - scene.truth_pts[b]))
+        assert bpy.ops.recon.set_scale(mode="POINTS", distance=true_distance) == {"FINISHED"}
+    finally:
+        if bpy.context.object is not None and bpy.context.object.mode == "EDIT":
+            bpy.ops.object.mode_set(mode="OBJECT")
+    pairs = _random_pairs(len(scene.truth_pts))
+    assert np.abs(_truth_distance_ratios(scene, pairs) - 1.0).max() < 0.01
+
+
+def test_camera_height_needs_the_active_object_to_be_a_camera(scene):
+    # A selected camera that is not the active object is not "the active photo camera".
+    _select(scene.cameras()[1], active=_empty_at((0, 0, 0), "O"))
+    with pytest.raises(RuntimeError, match="Make a photo camera of the reconstruction the active"):
+        bpy.ops.recon.set_scale(mode="HEIGHT", distance=CAMERA_HEIGHT)
+
+
 def test_scale_between_cameras_and_from_camera_height(scene):
     cams = scene.cameras()
     _select(cams[0], cams[3])

@@ -225,6 +225,14 @@ def test_bad_scale_inputs(scene):
         scale_from_distance([1, 2, 3], [1, 2, 3], 2.0)
     with pytest.raises(InputError, match="two different cameras"):
         scale_from_cameras(result, 1, 1, 2.0)
+    with pytest.raises(InputError, match=r"would scale the scene by 3\.4e\+38"):
+        scale_from_distance([0, 0, 0], [1, 0, 0], 3.4e38)  # Blender's clamped "inf"
+    # Two photos from about the same spot: their distance is pose noise, not a baseline.
+    twin = dataclasses.replace(result.images[0], cam2world=result.images[0].cam2world.copy())
+    twin.cam2world[0, 3] += 1e-4
+    twins = dataclasses.replace(result, images=[*result.images, twin])
+    with pytest.raises(InputError, match="Cameras 1 and 5 are only 0.0001 apart.*further apart"):
+        scale_from_cameras(twins, 0, 4, 2.0)
     with pytest.raises(InputError, match="does not exist"):
         scale_from_camera_height(result, 9, 1.5)
     with pytest.raises(InputError, match="positive"):
