@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 from pathlib import Path
 
 import bpy
@@ -23,6 +24,9 @@ from . import sync
 log = logging.getLogger(__name__)
 
 EDITED_SUFFIX = "-edit"
+KEPT_EDITS = 5
+"""Edited result folders kept beside a result (for undo); each holds a full copy of the result
+(tens of MB), so older ones go, except those a scene still uses."""
 
 
 def has_result(context: bpy.types.Context) -> bool:
@@ -75,12 +79,27 @@ def _edited_folder(result_dir: Path) -> Path:
     return result_dir.parent / f"{root}{EDITED_SUFFIX}{k}"
 
 
+def _remove_old_edits(newest: Path) -> None:
+    """Keep the :data:`KEPT_EDITS` newest edits of ``newest``'s result (by save time) and any a
+    scene uses; the original result folder always stays."""
+    root = re.sub(rf"{EDITED_SUFFIX}\d+$", "", newest.name)
+    edits = [p for p in newest.parent.glob(f"{root}{EDITED_SUFFIX}*")
+             if re.fullmatch(rf"{re.escape(root)}{EDITED_SUFFIX}\d+", p.name)
+             and (p / "result.json").is_file()]
+    edits.sort(key=lambda p: (p / "result.json").stat().st_mtime_ns)
+    in_use = {Path(s.recon.last_result_dir).resolve() for s in bpy.data.scenes
+              if s.recon.last_result_dir}
+    for old in edits[:-KEPT_EDITS]:
+        if old.resolve() not in in_use:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def commit_transform(
     context: bpy.types.Context, result: SceneResult, world_from_world: np.ndarray
 ) -> Path:
     """Make ``result`` (the last result moved by the similarity ``world_from_world``) the scene's
-    result: saved as a new folder (the old one stays, so undo and earlier files still find
-    theirs), and the reconstruction's objects moved with it.
+    result: saved as a new folder (the last :data:`KEPT_EDITS` stay, so undo and earlier files
+    still find theirs), and the reconstruction's objects moved with it.
 
     Points and meshes are rebuilt from ``result`` with the panel's import settings; cameras,
     the animated camera and image planes are moved (see :mod:`.sync`). Other objects are not
@@ -94,6 +113,7 @@ def commit_transform(
     result.save(folder)
     collection = reconstruction_collection(context)
     props.last_result_dir = str(folder)
+    _remove_old_edits(folder)
     if collection is None:
         reapply_result(context, result)  # the user deleted the objects: build them anew
         return folder

@@ -249,6 +249,22 @@ def test_scale_between_two_picked_points_after_levelling(scene):
     assert abs(np.median(scene.points()[scene.floor_mask][:, 2])) < 0.01
 
 
+def test_only_the_last_edits_are_kept_beside_the_result(scene):
+    from photo_recon.operators.blocking.common import KEPT_EDITS  # the add-on's own constant
+
+    cams = scene.cameras()
+    for k in range(KEPT_EDITS + 2):
+        _select(cams[0], cams[3])
+        assert bpy.ops.recon.set_scale(mode="CAMERAS", distance=1.0 + k) == {"FINISHED"}
+    folders = sorted(p.name for p in scene.result_dir.parent.iterdir())
+    assert len(folders) == 1 + KEPT_EDITS and "result" in folders  # the original stays
+    newest = Path(bpy.context.scene.recon.last_result_dir)
+    assert newest.name in folders
+    distance = np.linalg.norm(np.subtract(*(SceneResult.load(newest).images[i].cam2world[:3, 3]
+                                            for i in (0, 3))))
+    assert distance == pytest.approx(KEPT_EDITS + 2.0, rel=1e-6)
+
+
 def test_scale_between_one_object_and_the_cursor(scene):
     a, b = 3, 900
     pts = scene.points()
