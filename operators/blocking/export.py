@@ -69,8 +69,12 @@ class RECON_OT_export_result(bpy.types.Operator):
                 export_ply(result, folder / PLY_NAME, use_sparse=self.use_sparse,
                            conf_threshold=threshold)
                 written = write_transforms_json(result, folder / TRANSFORMS_NAME, PLY_NAME)
-        except (ReconstructionError, OSError) as exc:
+        except ReconstructionError as exc:
             self.report({"ERROR"}, f"Export failed: {exc}")
+            return {"CANCELLED"}
+        except OSError as exc:
+            self.report({"ERROR"}, f"Export failed: cannot write {exc.filename or folder} "
+                        f"({exc.strerror or exc}). Choose a folder you can write to.")
             return {"CANCELLED"}
         self.report({"INFO"}, f"Exported {len(result.images)} cameras to {written}")
         if self.format in ("COLMAP_BIN", "COLMAP_TXT") and any(im.display_file for im in result.images):

@@ -420,6 +420,13 @@ def test_ply_and_transforms_json_exports(scene, tmp_path):
         bpy.ops.recon.export_result(format="PLY", directory=str(tmp_path / "x"), use_sparse=True)
 
 
+@pytest.mark.parametrize("fmt", ["PLY", "COLMAP_BIN"])
+def test_export_to_a_folder_that_cannot_be_written_says_so(scene, fmt):
+    with pytest.raises(RuntimeError, match=r"Export failed: cannot write /proc/recon-x.*"
+                                           r"Choose a folder you can write to"):
+        bpy.ops.recon.export_result(directory="/proc/recon-x/", format=fmt)
+
+
 def test_level_rebuilds_the_objects_when_the_user_deleted_them(scene):
     bpy.data.batch_remove(list(scene.collection.objects) + [scene.collection])
     assert bpy.ops.recon.level_scene() == {"FINISHED"}
