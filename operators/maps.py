@@ -2,7 +2,7 @@
 
 The images of all photos are made once per result (the builders' ``build_map_images``) and tagged
 with the result folder, so a later reconstruction of photos with the same names never shows
-stale maps.
+stale maps; making them removes the maps of other results.
 """
 
 from __future__ import annotations
@@ -27,8 +27,12 @@ def map_image(result_dir: str, index: int, kind: str) -> bpy.types.Image | None:
 
 
 def make_map_images(result_dir: str) -> None:
-    """Build and tag the depth and confidence images of every photo of ``result_dir``."""
+    """Build and tag the depth and confidence images of every photo of ``result_dir``; the maps
+    of earlier results (e.g. before Level Scene) go, so they neither pile up nor take the names."""
     result = SceneResult.load(result_dir)
+    stale = [im for im in bpy.data.images
+             if "recon_map" in im and im.get("recon_result") != result_dir]
+    bpy.data.batch_remove(stale)
     for index, pair in enumerate(build_map_images(result)):
         for kind, image in zip(_KINDS, pair):
             image["recon_result"], image["recon_map"] = result_dir, f"{index}:{kind}"

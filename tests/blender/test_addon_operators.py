@@ -132,6 +132,12 @@ def test_show_maps_makes_tagged_images_of_the_map_grid(scene, recon_photos):
     assert len(bpy.data.images) == count
     with pytest.raises(RuntimeError, match="no photo number 4"):
         bpy.ops.recon.show_maps(index=3)
+    # A new result replaces the maps instead of adding "<photo> depth.001" and so on.
+    bpy.ops.recon.reconstruct(directory=str(recon_photos), backend="synthetic")
+    assert bpy.ops.recon.show_maps(index=0) == {"FINISHED"}
+    maps = [i for i in bpy.data.images if "recon_map" in i]
+    assert len(maps) == 6 and all(i["recon_result"] == scene.last_result_dir for i in maps)
+    assert not [i.name for i in maps if "." in i.name]
 
 
 @pytest.mark.parametrize(
