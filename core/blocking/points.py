@@ -31,14 +31,16 @@ def pointmap_normals(pts3d_world: np.ndarray, cam_center: np.ndarray) -> np.ndar
     """``(H, W, 3)`` float32 unit normals of a pointmap, turned towards the camera.
 
     The normal of pixel ``(v, u)`` is the cross product of the pointmap's derivatives along the
-    grid (central differences); NaN where a neighbour is unknown or the surface is degenerate.
+    grid: central differences, or one-sided ones at the edge of a hole or of the grid (dense
+    stereo leaves many holes); NaN where a pixel has no known neighbour along a grid axis or the
+    surface is degenerate.
 
     Args:
         pts3d_world: ``(H, W, 3)`` float world points (NaN where unknown).
         cam_center: ``(3,)`` camera centre in the same world.
     """
     p = np.asarray(pts3d_world, np.float64)
-    d_v, d_u = np.gradient(p, axis=(0, 1))
+    d_v, d_u = _grid_derivative(p, axis=0), _grid_derivative(p, axis=1)
     n = np.cross(d_u, d_v)
     length = np.linalg.norm(n, axis=-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -47,6 +49,22 @@ def pointmap_normals(pts3d_world: np.ndarray, cam_center: np.ndarray) -> np.ndar
     facing = np.einsum("hwc,hwc->hw", n, np.asarray(cam_center, np.float64) - p)
     n = np.where((facing < 0)[..., None], -n, n)
     return n.astype(np.float32)
+
+
+def _grid_derivative(p: np.ndarray, axis: int) -> np.ndarray:
+    """``(H, W, 3)`` derivative of a pointmap along grid ``axis``, per pixel step: central where
+    both neighbours are known, else the one-sided difference to the known one, else NaN."""
+    forward = np.full_like(p, np.nan)
+    backward = np.full_like(p, np.nan)
+    ahead = [slice(None)] * 3
+    behind = [slice(None)] * 3
+    ahead[axis], behind[axis] = slice(1, None), slice(None, -1)
+    forward[tuple(behind)] = p[tuple(ahead)] - p[tuple(behind)]  # p[i+1] - p[i] at i
+    backward[tuple(ahead)] = forward[tuple(behind)]  # p[i] - p[i-1] at i
+    central = 0.5 * (forward + backward)
+    known = np.isfinite(central).all(-1, keepdims=True)
+    one_sided = np.where(np.isfinite(forward).all(-1, keepdims=True), forward, backward)
+    return np.where(known, central, one_sided)
 
 
 def confident_points(
