@@ -275,6 +275,20 @@ def test_scale_between_one_object_and_the_cursor(scene):
     assert np.abs(_truth_distance_ratios(scene, _random_pairs(len(pts))) - 1.0).max() < 0.01
 
 
+def _scale_between_selected_vertices(obj: bpy.types.Object, picked: tuple[int, int],
+                                     true_distance: float) -> None:
+    """Select vertices ``picked`` of ``obj`` in Edit Mode and Set Scale between them."""
+    for k, vertex in enumerate(obj.data.vertices):
+        vertex.select = k in picked
+    _select(obj)
+    bpy.ops.object.mode_set(mode="EDIT")
+    try:
+        assert bpy.ops.recon.set_scale(mode="POINTS", distance=true_distance) == {"FINISHED"}
+    finally:
+        if bpy.context.object is not None and bpy.context.object.mode == "EDIT":
+            bpy.ops.object.mode_set(mode="OBJECT")  # the operator may have rebuilt obj
+
+
 def test_scale_between_two_selected_vertices_in_edit_mode(scene):
     pts = scene.points()
     a, b = 42, 1500
@@ -282,15 +296,8 @@ def test_scale_between_two_selected_vertices_in_edit_mode(scene):
     mesh.from_pydata([tuple(pts[a]), tuple(pts[b]), tuple(pts[0])], [], [])
     obj = bpy.data.objects.new("picks", mesh)
     bpy.context.scene.collection.objects.link(obj)
-    for k, vertex in enumerate(mesh.vertices):
-        vertex.select = k < 2
-    _select(obj)
-    bpy.ops.object.mode_set(mode="EDIT")
-    try:
-        true_distance = float(np.linalg.norm(scene.truth_pts[a] - scene.truth_pts[b]))
-        assert bpy.ops.recon.set_scale(mode="POINTS", distance=true_distance) == {"FINISHED"}
-    finally:
-        bpy.ops.object.mode_set(mode="OBJECT")
+    true_distance = float(np.linalg.norm(scene.truth_pts[a] - scene.truth_pts[b]))
+    _scale_between_selected_vertices(obj, (0, 1), true_distance)
     assert np.abs(_truth_distance_ratios(scene, _random_pairs(len(pts))) - 1.0).max() < 0.01
 
 
@@ -300,16 +307,8 @@ def test_scale_between_vertices_of_the_reconstruction_the_user_had_scaled(scene)
     (points,) = [o for o in scene.collection.objects if o.get("recon_role") == "points"]
     points.scale = (2.0, 2.0, 2.0)
     a, b = 42, 1500
-    for k, vertex in enumerate(points.data.vertices):
-        vertex.select = k in (a, b)
-    _select(points)
-    bpy.ops.object.mode_set(mode="EDIT")
-    try:
-        true_distance = float(np.linalg.norm(scene.truth_pts[a] - scene.truth_pts[b]))
-        assert bpy.ops.recon.set_scale(mode="POINTS", distance=true_distance) == {"FINISHED"}
-    finally:
-        if bpy.context.object is not None and bpy.context.object.mode == "EDIT":
-            bpy.ops.object.mode_set(mode="OBJECT")
+    true_distance = float(np.linalg.norm(scene.truth_pts[a] - scene.truth_pts[b]))
+    _scale_between_selected_vertices(points, (a, b), true_distance)
     pairs = _random_pairs(len(scene.truth_pts))
     assert np.abs(_truth_distance_ratios(scene, pairs) - 1.0).max() < 0.01
 
