@@ -12,6 +12,7 @@ from bpy.props import EnumProperty, IntProperty
 
 from ..core.errors import ReconstructionError
 from ..core.result import SceneResult
+from .blocking.common import poll_has_result
 from .builders import build_map_images
 
 _KINDS = ("DEPTH", "CONFIDENCE")
@@ -52,7 +53,7 @@ class RECON_OT_show_maps(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return bool(context.scene.recon.last_result_dir)
+        return poll_has_result(cls, context)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         result_dir = context.scene.recon.last_result_dir

@@ -10,6 +10,7 @@ import bpy
 from ..core.errors import ReconstructionError
 from ..core.result import SceneResult
 from .apply import reapply_result
+from .blocking.common import poll_has_result
 
 
 class RECON_OT_reimport(bpy.types.Operator):
@@ -21,7 +22,7 @@ class RECON_OT_reimport(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return bool(context.scene.recon.last_result_dir)
+        return poll_has_result(cls, context)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         try:

@@ -11,7 +11,7 @@ from ...core.blocking.animation import photo_order
 from ...core.errors import ReconstructionError
 from ..builders.cameras import apply_render_settings
 from .animated_camera import build_animated_camera
-from .common import has_result, result_and_collection
+from .common import poll_has_result, result_and_collection
 
 LINK_FOLDER = "animated_camera_frames"
 """Folder (inside the result folder) for the links of the image sequence, when needed."""
@@ -44,7 +44,7 @@ class RECON_OT_animated_camera(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return has_result(context)
+        return poll_has_result(cls, context)
 
     def invoke(self, context: bpy.types.Context, event) -> set[str]:
         self.frame_start = context.scene.frame_start

@@ -30,9 +30,18 @@ KEPT_EDITS = 5
 
 
 def has_result(context: bpy.types.Context) -> bool:
-    """Whether the scene remembers a reconstruction result (the operators' poll)."""
+    """Whether the scene remembers a reconstruction result."""
     recon = getattr(context.scene, "recon", None)
     return bool(recon is not None and recon.last_result_dir)
+
+
+def poll_has_result(operator: type[bpy.types.Operator], context: bpy.types.Context) -> bool:
+    """The poll of operators that work on the last result: says why not (scripts get the
+    message in their RuntimeError, the UI in the button's tooltip)."""
+    if has_result(context):
+        return True
+    operator.poll_message_set("No reconstruction in this scene yet: press Reconstruct first")
+    return False
 
 
 def last_result(context: bpy.types.Context) -> SceneResult:

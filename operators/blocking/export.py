@@ -11,7 +11,7 @@ from ...core.blocking.colmap import write_colmap_model
 from ...core.blocking.nerf import write_transforms_json
 from ...core.blocking.ply import export_ply
 from ...core.errors import ReconstructionError
-from .common import conf_threshold, has_result, last_result
+from .common import conf_threshold, last_result, poll_has_result
 
 PLY_NAME = "points.ply"
 TRANSFORMS_NAME = "transforms.json"
@@ -44,7 +44,7 @@ class RECON_OT_export_result(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return has_result(context)
+        return poll_has_result(cls, context)
 
     def invoke(self, context: bpy.types.Context, event) -> set[str]:
         context.window_manager.fileselect_add(self)

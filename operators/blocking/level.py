@@ -8,7 +8,7 @@ from bpy.props import EnumProperty
 
 from ...core.blocking.level import level_scene
 from ...core.errors import ReconstructionError
-from .common import commit_transform, conf_threshold, has_result, last_result
+from .common import commit_transform, conf_threshold, last_result, poll_has_result
 
 
 class RECON_OT_level_scene(bpy.types.Operator):
@@ -30,7 +30,7 @@ class RECON_OT_level_scene(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return has_result(context)
+        return poll_has_result(cls, context)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         try:

@@ -6,7 +6,7 @@ import bpy
 from bpy.props import BoolProperty, FloatProperty
 
 from ...core.errors import InputError, ReconstructionError
-from .common import has_result, result_and_collection
+from .common import poll_has_result, result_and_collection
 from .image_planes import build_image_plane
 from .sync import reconstruction_cameras
 
@@ -26,7 +26,7 @@ class RECON_OT_image_planes(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return has_result(context)
+        return poll_has_result(cls, context)
 
     def invoke(self, context: bpy.types.Context, event) -> set[str]:
         return context.window_manager.invoke_props_dialog(self)

@@ -21,7 +21,7 @@ from ...core.blocking.scale import (
 from ...core.errors import InputError, ReconstructionError
 from ...core.result import SceneResult
 from ..builders import GEOMETRY_ROLES
-from .common import commit_transform, conf_threshold, has_result, last_result
+from .common import commit_transform, conf_threshold, last_result, poll_has_result
 
 _PICK_HELP = (
     "Pick two points: select two vertices in Edit Mode, or two objects (e.g. empties), or one "
@@ -95,7 +95,7 @@ class RECON_OT_set_scale(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return has_result(context)
+        return poll_has_result(cls, context)
 
     def invoke(self, context: bpy.types.Context, event) -> set[str]:
         return context.window_manager.invoke_props_dialog(self)

@@ -443,3 +443,7 @@ def test_panel_sits_in_the_recon_tab_and_operators_need_a_result(scene):
     assert all(op.poll() for op in operators)
     bpy.context.scene.recon.last_result_dir = ""
     assert not any(op.poll() for op in operators)
+    # A script calling one anyway learns why, not just "poll() failed, context is incorrect".
+    for op in (*operators, bpy.ops.recon.reimport, bpy.ops.recon.show_maps):
+        with pytest.raises(RuntimeError, match="No reconstruction in this scene yet: press Reconstruct"):
+            op()
