@@ -177,6 +177,11 @@ class SceneResult:
         try:
             meta = json.loads((directory / "result.json").read_text())
             npz = np.load(directory / "result.npz", allow_pickle=False)
+        except FileNotFoundError as exc:
+            raise FormatError(
+                f"The reconstruction result {directory} is gone (its cache folder was cleared, or "
+                "the job folder removed as an old job); reconstruct the photos again."
+            ) from exc
         except (OSError, ValueError) as exc:
             raise FormatError(f"Cannot read reconstruction result in {directory}: {exc}") from exc
         if meta.get("format") != "photo-recon-result":

@@ -59,6 +59,15 @@ def test_result_of_another_version_is_refused(tmp_path):
         SceneResult.load(tmp_path)
 
 
+def test_a_result_folder_that_is_gone_says_what_to_do(tmp_path):
+    with pytest.raises(FormatError, match=r"result .*job.* is gone .*reconstruct the photos again"):
+        SceneResult.load(tmp_path / "job" / "result")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "result.json").write_text("{not json")
+    with pytest.raises(FormatError, match="Cannot read reconstruction result"):
+        SceneResult.load(tmp_path / "broken")
+
+
 def _predictions(rng):
     views = [
         ViewInfo(f"/p/{k}.png", (8, 6), np.eye(3), rng.integers(0, 255, (6, 8, 3), dtype=np.uint8))
