@@ -117,6 +117,11 @@ class RECON_OT_reconstruct(bpy.types.Operator):
         if note:  # e.g. DUSt3R chosen without weights: say that the classical backend runs
             self.report({"WARNING"}, note)
         config = to_job_config(props, prefs, self.directory, backend, extra)
+        size = config.options.get("image_size")
+        if config.backend == "dust3r" and "weights" not in extra and size != int(props.resolution):
+            self.report({"WARNING"}, (
+                f"No {props.resolution} px DUSt3R checkpoint in {preferences.weights_folder(prefs)}:"
+                f" {Path(config.options['weights']).name} runs at its own {size} px instead."))
         directory = self.directory or props.directory
         worker = {"python": preferences.worker_python(prefs), "extra_paths": worker_extra_paths(prefs)}
         return config, new_job_dir(prefs), directory, worker

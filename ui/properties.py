@@ -156,7 +156,8 @@ def missing_weights_message(folder: Path, resolution: str) -> str:
         if info.preset.split("_")[0] == resolution:
             pth, hf = weights_file(info, folder), checkpoints.safetensors_file(info, folder)
             names.append(f"{pth.name} or {hf.relative_to(folder)}")
-    return (f"No DUSt3R weights found in {folder} (looked for {' or '.join(names)}, "
+    missing = "" if folder.is_dir() else ", which does not exist"
+    return (f"No DUSt3R weights found in {folder}{missing} (looked for {' or '.join(names)}, "
             "or another resolution's).")
 
 
