@@ -61,6 +61,17 @@ def json_object(text: str) -> dict:
     return value
 
 
+def positive_int(text: str) -> int:
+    """An integer >= 1, else an argument error (Blender's properties would clamp it silently)."""
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="operators/cli.py", description="Reconstruct cameras and geometry from photos.",
@@ -77,7 +88,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="working image size in pixels (long side)")
     parser.add_argument("--graph", choices=("complete", "swin", "logwin", "oneref"),
                         default="complete", help="which photo pairs are matched")
-    parser.add_argument("--window", type=int, default=3, help="neighbours per photo (swin, logwin)")
+    parser.add_argument("--window", type=positive_int, default=3, help="neighbours per photo (swin, logwin)")
     parser.add_argument("--preset", choices=("quality", "speed"), default="quality",
                         help="speed: fewer iterations and features")
     parser.add_argument("--output", choices=("points", "mesh", "both"), default="points",
@@ -87,7 +98,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--sky-mask", action="store_true", help="drop sky pixels (colour heuristic)")
     parser.add_argument("--preview", help="PNG to render through the first camera (Cycles, CPU; "
                         "default: none)")
-    parser.add_argument("--preview-size", type=int, default=320, help="long side of the preview")
+    parser.add_argument("--preview-size", type=positive_int, default=320, help="long side of the preview")
     parser.add_argument("--truth", help="gt.json with true cameras: print the camera errors "
                         "(default: none)")
     parser.add_argument("--python", help="worker Python interpreter (default: this one)")
@@ -97,7 +108,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "preference, else the add-on's user folder)")
     parser.add_argument("--cache-dir", help="folder for job folders and caches (default: the "
                         "preference, else the add-on's user folder)")
-    parser.add_argument("--keep-jobs", type=int, default=None, metavar="N",
+    parser.add_argument("--keep-jobs", type=positive_int, default=None, metavar="N",
                         help="job folders kept in the cache folder; older ones are deleted when "
                         "this job starts (default: the Keep Jobs preference, 10)")
     return parser.parse_args(argv)
@@ -159,7 +170,7 @@ def apply_settings(bpy, package: str, args: argparse.Namespace) -> None:
     if args.device is not None:
         prefs.device = args.device
     if args.keep_jobs is not None:
-        prefs.keep_jobs = max(1, args.keep_jobs)
+        prefs.keep_jobs = args.keep_jobs
     for name in ("weights_dir", "cache_dir"):
         if getattr(args, name) is not None:
             setattr(prefs, name, str(Path(getattr(args, name)).resolve()))

@@ -188,6 +188,10 @@ def test_cli_bad_options_json_is_an_argument_error(tmp_path):
         run = _cli("--images", tmp_path, "--out", tmp_path / "s.blend", "--options", text,
                    cwd=tmp_path)
         assert run.returncode == 2 and f"argument --options: {reason}" in run.stderr
+    # Counts Blender would clamp silently (--window 0 ran with window 1).
+    for option, text in (("--window", "0"), ("--keep-jobs", "-3"), ("--preview-size", "x")):
+        run = _cli("--images", tmp_path, "--out", tmp_path / "s.blend", option, text, cwd=tmp_path)
+        assert run.returncode == 2 and f"argument {option}:" in run.stderr, run.stderr
 
 
 def test_cli_names_the_python_flag_for_a_bad_interpreter(recon_photos, tmp_path):
