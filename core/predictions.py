@@ -15,14 +15,29 @@ The cache file is one ``.npz`` (no pickle): ``meta_json`` (uint8 bytes of a JSON
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+import re
+import time
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import FormatError
 
+log = logging.getLogger(__name__)
+
 PREDICTIONS_FORMAT_VERSION = 1
+
+_ZIP_MAGIC = b"PK"
+CACHE_FILES_KEPT = 10
+"""Cache files kept by :func:`prune_cache`: 10 files of 4 photos at 512 px take about 0.8 GB."""
+
+_CACHE_NAME = re.compile(r"^pairs-[0-9a-f]{24}\.npz$")
+_STALE_TMP_S = 3600.0  # a temporary file this old belongs to a worker that was killed while saving
+# What reading a damaged or truncated archive raises, from the zip directory to the arrays.
+_DAMAGED_FILE_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError)
 
 
 @dataclass
@@ -57,6 +72,9 @@ class PairPredictions:
         pts3d_i, conf_i: per edge, image i's pointmap and confidence in camera i's frame.
         pts3d_j, conf_j: per edge, image j's pointmap (in camera i's frame) and confidence.
         model: what produced them (checkpoint name, ``"synthetic"``...).
+        warnings: messages for the user about how they were made (e.g. a checkpoint run at
+            another resolution than it was trained at); every result aligned from them repeats
+            them.
     """
 
     views: list[ViewInfo]
@@ -66,6 +84,7 @@ class PairPredictions:
     pts3d_j: list[np.ndarray]
     conf_j: list[np.ndarray]
     model: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.edges = np.asarray(self.edges, dtype=np.int64).reshape(-1, 2)
@@ -94,6 +113,7 @@ class PairPredictions:
             "format": "photo-recon-pair-predictions",
             "version": PREDICTIONS_FORMAT_VERSION,
             "model": self.model,
+            "warnings": list(self.warnings),
             "views": [
                 {
                     "file": v.file,
@@ -123,39 +143,118 @@ class PairPredictions:
         """Read a cache file.
 
         Raises:
-            FormatError: not a cache file, another format version, or inconsistent arrays.
+            FormatError: for every file that cannot be read back: missing, not an ``.npz``,
+                truncated or damaged, another format or version, missing or inconsistent arrays.
+                The message names the file and says what to do.
         """
+        path = Path(path)
+        if not path.is_file():
+            problem = "is a folder" if path.is_dir() else "does not exist"
+            raise FormatError(f"The pair-predictions file {path} {problem}; give the path of a "
+                              "pairs-<key>.npz file.")
         try:
-            npz = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise FormatError(f"Cannot read pair predictions {path}: {exc}") from exc
-        with npz:
-            try:
-                meta = json.loads(npz["meta_json"].tobytes().decode())
-            except (KeyError, ValueError) as exc:
-                raise FormatError(f"{path} is not a pair-predictions file.") from exc
-            if meta.get("format") != "photo-recon-pair-predictions":
-                raise FormatError(f"{path} is not a pair-predictions file.")
-            if meta.get("version") != PREDICTIONS_FORMAT_VERSION:
-                raise FormatError(
-                    f"{path} has pair-predictions format version {meta.get('version')!r}; this "
-                    f"version reads {PREDICTIONS_FORMAT_VERSION}. Re-run the network."
+            with open(path, "rb") as f:
+                magic = f.read(2)
+        except OSError as exc:
+            raise FormatError(f"Cannot read pair predictions {path}: {exc.strerror or exc}.") \
+                from exc
+        # np.load takes any other file for a pickle ("Cannot load file containing pickled
+        # data"), which misleads: an .npz is a zip archive.
+        if not magic.startswith(_ZIP_MAGIC):
+            raise FormatError(f"{path} is not a pair-predictions file: it is not an .npz (zip) "
+                              "archive. Re-run the network.")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return cls._from_npz(npz, path)
+        except _DAMAGED_FILE_ERRORS as exc:
+            raise FormatError(f"{path} is damaged or truncated ({type(exc).__name__}: {exc}); "
+                              "delete it and re-run the network.") from exc
+
+    @classmethod
+    def _from_npz(cls, npz: np.lib.npyio.NpzFile, path: Path) -> PairPredictions:
+        """Build from an open ``.npz``; may raise the archive's read errors (see ``load``)."""
+
+        def array(name: str) -> np.ndarray:
+            if name not in npz.files:
+                raise FormatError(f"{path} lacks the array {name!r}; it is damaged or not a "
+                                  "complete pair-predictions file. Re-run the network.")
+            return npz[name]
+
+        if "meta_json" not in npz.files:
+            raise FormatError(f"{path} is not a pair-predictions file (no 'meta_json').")
+        try:
+            meta = json.loads(npz["meta_json"].tobytes().decode())
+        except ValueError as exc:
+            raise FormatError(f"{path} is not a pair-predictions file: unreadable "
+                              f"'meta_json' ({exc}).") from exc
+        if not isinstance(meta, dict) or meta.get("format") != "photo-recon-pair-predictions":
+            raise FormatError(f"{path} is not a pair-predictions file.")
+        if meta.get("version") != PREDICTIONS_FORMAT_VERSION:
+            raise FormatError(
+                f"{path} has pair-predictions format version {meta.get('version')!r}; this "
+                f"version reads {PREDICTIONS_FORMAT_VERSION}. Re-run the network."
+            )
+        try:
+            views = [
+                ViewInfo(
+                    file=str(m["file"]),
+                    photo_size=tuple(int(x) for x in m["photo_size"]),
+                    photo_from_map=np.array(m["photo_from_map"], float).reshape(3, 3),
+                    colors=array(f"view{k}/colors"),
                 )
-            try:
-                views = [
-                    ViewInfo(
-                        file=m["file"],
-                        photo_size=tuple(m["photo_size"]),
-                        photo_from_map=np.array(m["photo_from_map"], float),
-                        colors=npz[f"view{k}/colors"],
-                    )
-                    for k, m in enumerate(meta["views"])
-                ]
-                edges = npz["edges"]
-                fields = {
-                    name: [npz[f"edge{e}/{name}"] for e in range(len(edges))]
-                    for name in ("pts3d_i", "conf_i", "pts3d_j", "conf_j")
-                }
-            except KeyError as exc:
-                raise FormatError(f"{path} lacks array {exc}.") from exc
-            return cls(views=views, edges=edges, model=meta.get("model", ""), **fields)
+                for k, m in enumerate(meta["views"])
+            ]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"{path} has a malformed view list in 'meta_json' "
+                              f"({type(exc).__name__}: {exc}). Re-run the network.") from exc
+        edges = array("edges")
+        fields = {
+            name: [array(f"edge{e}/{name}") for e in range(len(edges))]
+            for name in ("pts3d_i", "conf_i", "pts3d_j", "conf_j")
+        }
+        warnings = meta.get("warnings", [])
+        return cls(views=views, edges=edges, model=str(meta.get("model", "")),
+                   warnings=[str(w) for w in warnings] if isinstance(warnings, list) else [],
+                   **fields)
+
+
+def cache_file(cache_dir: str | Path, key: str) -> Path:
+    """The cache file for the hex digest ``key``: ``<cache_dir>/pairs-<key[:24]>.npz``."""
+    return Path(cache_dir) / f"pairs-{key[:24]}.npz"
+
+
+def prune_cache(cache_dir: str | Path, keep: int = CACHE_FILES_KEPT) -> list[Path]:
+    """Delete all but the ``keep`` most recently used cache files in ``cache_dir``.
+
+    A file's modification time is its last use (the backend touches a file it reads), so the
+    files removed are those unused for longest. Only names written by :func:`cache_file` count,
+    plus temporary files of interrupted saves older than an hour; nothing else there is touched.
+    A file that cannot be deleted (open elsewhere on Windows) is logged and kept.
+
+    Returns:
+        The files removed.
+    """
+    entries = []
+    stale = []
+    for path in Path(cache_dir).glob("pairs-*.npz"):
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:  # removed meanwhile by a concurrent job
+            continue
+        if _CACHE_NAME.match(path.name):
+            entries.append((mtime, path.name, path))
+        elif _CACHE_NAME.match(path.name.removesuffix(".tmp.npz")) \
+                and time.time() - mtime > _STALE_TMP_S:
+            stale.append(path)
+    entries.sort(reverse=True)
+    removed = []
+    for path in stale + [path for _, _, path in entries[max(keep, 0):]]:
+        try:
+            size_mb = path.stat().st_size / 2**20
+            path.unlink()
+        except OSError as exc:
+            log.warning("Could not remove the old cache file %s: %s", path, exc)
+            continue
+        log.info("Removed the old cache file %s (%.0f MB)", path, size_mb)
+        removed.append(path)
+    return removed

@@ -7,13 +7,17 @@
   reference string such as ``"swin-3-noncyclic"``), ``window``, ``cyclic``, ``ref``,
   ``precision`` (``bf16`` | ``fp32``), ``batch_size``;
 * ``exif_focal``: take each photo's focal length from its EXIF 35 mm-equivalent focal as a known
-  focal for the alignment (photos without it keep an estimated focal; ignored when
-  ``known_focals`` or ``known_intrinsics`` is given);
+  focal for the alignment (photos without it keep an estimated focal and are named in a result
+  warning; ignored, with a warning, when ``known_focals`` or ``known_intrinsics`` is given);
 * every :class:`~core.align.options.AlignOptions` field (per-image lists follow ``job.images``).
 
 The network's output is cached in ``job.cache_dir`` as a pair-predictions file named by a sha256 of
 everything it depends on (image paths, modification times and sizes, image size, the weights
-file, the graph, the precision), so re-aligning with other options skips the network.
+file, the graph, the precision), so re-aligning with other options skips the network. A cache
+file that cannot be read is replaced; the least recently used files beyond
+:data:`~core.predictions.CACHE_FILES_KEPT` are deleted after each write. Warnings about how the
+network was run (a checkpoint at another resolution than it was trained at) are stored with the
+predictions and repeated in every result aligned from them.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +36,8 @@ from ..config import JobConfig, strict_fields
 from ..errors import FormatError, InputError
 from ..images import exif_camera, load_images
 from ..pairs import make_pairs, parse_graph
-from ..predictions import PREDICTIONS_FORMAT_VERSION, PairPredictions
+from ..predictions import (PREDICTIONS_FORMAT_VERSION, PairPredictions, cache_file,
+                           prune_cache)
 from ..progress import Progress
 from ..result import SceneResult
 
@@ -112,30 +118,81 @@ def _device(name: str) -> tuple[str, str]:
 
 
 def _predict(job, network, images, progress, device: str) -> PairPredictions:
-    """Run the network on the pairs (on ``device``), or read them from the cache."""
+    """Run the network on the pairs (on ``device``), or read them from the cache.
+
+    An unreadable cache file is logged and replaced. After writing one, the least recently used
+    files beyond :data:`~core.predictions.CACHE_FILES_KEPT` are deleted.
+    """
     cache = None
     if job.cache_dir:
-        key = cache_key([im.file for im in images], network)
-        cache = Path(job.cache_dir) / f"pairs-{key[:24]}.npz"
+        cache = cache_file(job.cache_dir, cache_key([im.file for im in images], network))
         if cache.is_file():
             try:
                 preds = PairPredictions.load(cache)
-                log.info("Pair predictions read from the cache %s", cache)
-                return preds
             except FormatError as exc:
-                log.warning("Ignoring the cache file: %s", exc)
+                log.warning("Ignoring the unreadable cache file %s; running the network again. "
+                            "(%s)", cache, exc)
+            else:
+                log.info("Pair predictions read from the cache %s", cache)
+                _mark_used(cache)
+                return preds
     from .inference import run_pairs
     from .weights import load_model
 
     pairs = make_pairs(len(images), **network.graph_arguments())
-    model = load_model(network.weights, device)
+    with _LoaderWarnings() as loader_warnings:
+        model = load_model(network.weights, device)
     preds = run_pairs(model, images, pairs, device=device,
                       precision=network.precision, batch_size=network.batch_size,
                       progress=progress)
+    # The loader's only warning says it could not tell the training size and assumed one; a
+    # size warning would then state that guess as a fact.
+    preds.warnings = loader_warnings.messages or \
+        _size_warning(model.name, model.config.img_size, network.image_size)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         preds.save(cache)
+        log.info("Pair predictions written to the cache %s", cache)
+        prune_cache(cache.parent)
     return preds
+
+
+def _mark_used(path: Path) -> None:
+    """Set the cache file's modification time to now: :func:`prune_cache` keeps recent ones."""
+    try:
+        os.utime(path)
+    except OSError as exc:  # a read-only cache still works; it is only pruned earlier
+        log.warning("Could not mark the cache file %s as used: %s", path, exc)
+
+
+class _LoaderWarnings(logging.Handler):
+    """Collects the warnings the checkpoint loader logs (e.g. a linear model without a config
+    that tells 224 from 512), so that they reach the result and not only ``worker.log``."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+        self._logger = logging.getLogger(f"{__package__}.weights")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self) -> _LoaderWarnings:
+        self._logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._logger.removeHandler(self)
+
+
+def _size_warning(model_name: str, trained_size: tuple[int, int], image_size: int) -> list[str]:
+    """A warning when the images' long side differs from the checkpoint's training size."""
+    trained = max(trained_size)
+    if trained == image_size:
+        return []
+    return [f"The checkpoint {model_name} was trained on {trained} px images; running it at "
+            f"{image_size} px gives poor geometry. Use a resolution of {trained} "
+            f"(--resolution {trained}) or a {image_size} px checkpoint."]
 
 
 def _exif_focal(path: str) -> float | None:
@@ -147,13 +204,29 @@ def _exif_focal(path: str) -> float | None:
         return None
 
 
+def _exif_focal_warnings(focals: tuple[float | None, ...] | None, files: tuple[str, ...],
+                         loaded: set[str]) -> list[str]:
+    """What ``exif_focal`` could not do, for the loaded photos (skipped ones are reported
+    anyway); ``focals`` is None when the job gave the focals itself."""
+    if focals is None:
+        return ["exif_focal was ignored: known_focals or known_intrinsics gives the focal lengths."]
+    missing = [Path(f).name for f, focal in zip(files, focals) if focal is None and f in loaded]
+    if not missing:
+        return []
+    if len(missing) == len(loaded):
+        return ["exif_focal had no effect: none of the photos has an EXIF focal length "
+                "(35 mm equivalent); all focal lengths were estimated."]
+    return [f"No EXIF focal length in {', '.join(missing)}: estimated."]
+
+
 def run(job: JobConfig, progress: Progress) -> SceneResult:
     """Reconstruct ``job.images`` with DUSt3R and the global alignment."""
     network, align_options = split_options(job.options)
+    exif_focals = None
     if network.exif_focal and align_options.known_focals is None \
             and align_options.known_intrinsics is None:
-        align_options = dataclasses.replace(
-            align_options, known_focals=tuple(_exif_focal(f) for f in job.images))
+        exif_focals = tuple(_exif_focal(f) for f in job.images)
+        align_options = dataclasses.replace(align_options, known_focals=exif_focals)
     progress("images", 0.0, f"loading {len(job.images)} photos")
     images, skipped = load_images(list(job.images), size=network.image_size)
     loaded = {im.file for im in images}
@@ -162,6 +235,9 @@ def run(job: JobConfig, progress: Progress) -> SceneResult:
     preds = _predict(job, network, images, progress.sub(0.02, 0.7), device)
     result = align(preds, align_options.for_images(kept), progress.sub(0.7, 1.0))
     result.unregistered = [*skipped, *result.unregistered]
+    focal_warnings = _exif_focal_warnings(exif_focals, job.images, loaded) \
+        if network.exif_focal else []
     result.warnings = [f"Skipped {Path(s['file']).name}: {s['reason']}" for s in skipped] + \
-        ([device_warning] if device_warning else []) + result.warnings
+        ([device_warning] if device_warning else []) + preds.warnings + focal_warnings + \
+        result.warnings
     return result
