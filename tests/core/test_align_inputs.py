@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,3 +157,87 @@ def test_options_are_strict_and_round_trip():
     options = AlignOptions(known_poses=(np.eye(4), None), known_focals=(None, 300.0))
     again = AlignOptions.from_dict(json.loads(json.dumps(options.to_dict())))
     assert again.to_dict() == options.to_dict()
+
+
+def _saved_scene(tmp_path, n=2):
+    path = tmp_path / "pairs.npz"
+    small_scene(n=n).preds.save(path)
+    return path
+
+
+def _cli_error(caplog, argv):
+    """Run the command line; return (exit status, its warning and error lines)."""
+    caplog.clear()
+    status = cli_main([str(a) for a in argv])
+    return status, [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_command_line_damaged_caches_say_so_in_one_line(tmp_path, caplog):
+    path = _saved_scene(tmp_path)
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(data[: len(data) // 2])
+    text = tmp_path / "text.npz"
+    text.write_text("a plain text file\n")
+    with np.load(path) as npz:
+        arrays = dict(npz)
+    del arrays["edge1/conf_j"]
+    incomplete = tmp_path / "incomplete.npz"
+    np.savez(incomplete, **arrays)
+    cases = {truncated: f"{truncated} is damaged or truncated (BadZipFile",
+             text: f"{text} is not a pair-predictions file: it is not an .npz (zip) archive",
+             incomplete: f"{incomplete} lacks the array 'edge1/conf_j'; it is damaged",
+             tmp_path / "gone.npz": f"{tmp_path / 'gone.npz'} does not exist"}
+    for cache, message in cases.items():
+        status, lines = _cli_error(caplog, [cache, "--out", tmp_path / "out"])
+        assert status == 1 and len(lines) == 1 and message in lines[0], lines
+    assert not (tmp_path / "out").exists()
+
+
+def test_command_line_unwritable_out_folder_is_one_line(tmp_path, caplog):
+    path = _saved_scene(tmp_path)
+    (tmp_path / "file").write_text("a file where a folder is needed")
+    out = tmp_path / "file" / "out"
+    status, lines = _cli_error(caplog, [path, "--out", out, "--options", '{"iterations": 2}'])
+    assert status == 1
+    assert lines[-1] == (f"Cannot write the result folder {out}: Not a directory. Choose a "
+                         "folder you can write to.")
+
+
+def test_command_line_bad_options_are_argument_errors(tmp_path, capsys):
+    path = _saved_scene(tmp_path)
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "broken.json").write_text("{not json")
+    cases = {"{bad": "'{bad' is not valid JSON",
+             str(tmp_path / "nonexist.json"): f"the file {tmp_path / 'nonexist.json'} does not "
+                                               "exist; give a JSON object",
+             str(tmp_path / "list.json"): f"{tmp_path / 'list.json'} must be a JSON object",
+             str(tmp_path / "broken.json"): f"{tmp_path / 'broken.json'} is not valid JSON"}
+    for options, message in cases.items():
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main([str(path), "--out", str(tmp_path / "out"), "--options", options])
+        assert exit_info.value.code == 2
+        assert f"argument --options: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_command_line_repeats_the_warnings_stored_with_the_predictions(tmp_path, caplog):
+    scene = small_scene(n=2)
+    scene.preds.warnings = ["The checkpoint x was trained on 224 px images; ..."]
+    scene.preds.save(tmp_path / "pairs.npz")
+    status, lines = _cli_error(caplog, [tmp_path / "pairs.npz", "--out", tmp_path / "res",
+                                        "--options", '{"iterations": 2}'])
+    assert status == 0 and scene.preds.warnings[0] in lines
+    assert SceneResult.load(tmp_path / "res").warnings[0] == scene.preds.warnings[0]
+
+
+def test_command_line_in_a_process_prints_no_traceback(tmp_path):
+    """What a user sees: one line on stderr and exit status 1, no Python traceback."""
+    cache = tmp_path / "pairs-0123.npz"
+    cache.write_bytes(b"PK\x03\x04" + b"\0" * 40)  # a zip header, then nothing: truncated
+    done = subprocess.run([sys.executable, "-m", "core.align", str(cache), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).parents[2])
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [f"{cache} is damaged or truncated (BadZipFile: File is "
+                                        "not a zip file); delete it and re-run the network."]

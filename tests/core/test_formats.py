@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import numpy as np
 import pytest
 
 from core.errors import FormatError
-from core.predictions import PairPredictions, ViewInfo
+from core.predictions import PairPredictions, ViewInfo, prune_cache
 from core.result import ImageResult, SceneResult
 
 
@@ -106,3 +108,76 @@ def test_predictions_refuse_other_files(tmp_path):
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     with pytest.raises(FormatError, match="not a pair-predictions file"):
         PairPredictions.load(tmp_path / "other.npz")
+
+
+def test_predictions_every_unreadable_file_is_a_format_error(tmp_path):
+    """Whatever is wrong with the file, callers get FormatError naming it, never BadZipFile,
+    EOFError, KeyError or numpy's 'pickled data' message."""
+    good = tmp_path / "good.npz"
+    _predictions(np.random.default_rng(4)).save(good)
+    data = good.read_bytes()
+    with np.load(good) as npz:
+        arrays = dict(npz)
+    # A flipped byte inside an array's data: the zip's CRC check catches it.
+    offset = data.index(arrays["edge1/pts3d_j"].tobytes()[:16]) + 8
+    corrupt = bytearray(data)
+    corrupt[offset] ^= 0xFF
+    files = {
+        "truncated.npz": (data[: len(data) * 2 // 3], "is damaged or truncated"),
+        "header.npz": (data[:30], "is damaged or truncated"),
+        "empty.npz": (b"", "is not an .npz (zip) archive"),
+        "text.npz": (b"plain text\n", "is not an .npz (zip) archive"),
+        "corrupt.npz": (bytes(corrupt), "is damaged or truncated"),
+    }
+    for name, (content, message) in files.items():
+        (tmp_path / name).write_bytes(content)
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    files["array.npy"] = (None, "is not an .npz (zip) archive")
+    del arrays["edge2/conf_i"]
+    np.savez(tmp_path / "incomplete.npz", **arrays)
+    files["incomplete.npz"] = (None, "lacks the array 'edge2/conf_i'; it is damaged")
+    np.savez(tmp_path / "meta.npz", meta_json=np.frombuffer(b"\xff{", np.uint8))
+    files["meta.npz"] = (None, "is not a pair-predictions file: unreadable 'meta_json'")
+    for name, (_, message) in files.items():
+        with pytest.raises(FormatError) as info:
+            PairPredictions.load(tmp_path / name)
+        assert f"{tmp_path / name} " in str(info.value) and message in str(info.value), name
+    with pytest.raises(FormatError, match="does not exist"):
+        PairPredictions.load(tmp_path / "missing.npz")
+    with pytest.raises(FormatError, match="is a folder"):
+        PairPredictions.load(tmp_path)
+
+
+def test_predictions_warnings_round_trip_and_are_optional(tmp_path):
+    preds = _predictions(np.random.default_rng(5))
+    preds.warnings = ["trained on 224 px images"]
+    preds.save(tmp_path / "pairs.npz")
+    assert PairPredictions.load(tmp_path / "pairs.npz").warnings == preds.warnings
+    # A file written before the key existed (same version) still loads, without warnings.
+    with np.load(tmp_path / "pairs.npz") as npz:
+        arrays = dict(npz)
+    meta = json.loads(arrays["meta_json"].tobytes())
+    del meta["warnings"]
+    arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(tmp_path / "old.npz", **arrays)
+    assert PairPredictions.load(tmp_path / "old.npz").warnings == []
+
+
+def test_prune_cache_keeps_the_most_recently_used(tmp_path):
+    names = [f"pairs-{k:024x}.npz" for k in range(5)]
+    for age, name in enumerate(names):  # names[0] used last
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (2e9 - age, 2e9 - age))
+    stale_tmp = tmp_path / f"{names[0]}.tmp.npz"  # a save interrupted two hours ago
+    fresh_tmp = tmp_path / f"{names[1]}.tmp.npz"  # a save under way
+    for path, mtime in ((stale_tmp, time.time() - 7200), (fresh_tmp, time.time())):
+        path.write_bytes(b"x")
+        os.utime(path, (mtime, mtime))
+    unrelated = tmp_path / "pairs-mine.npz"
+    unrelated.write_bytes(b"x")
+    os.utime(unrelated, (1e9, 1e9))
+    removed = prune_cache(tmp_path, keep=2)
+    assert sorted(removed) == sorted([stale_tmp, *(tmp_path / n for n in names[2:])])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [*names[:2], fresh_tmp.name, unrelated.name])
+    assert prune_cache(tmp_path, keep=2) == []
