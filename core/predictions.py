@@ -19,6 +19,7 @@ import logging
 import re
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,7 @@ CACHE_FILES_KEPT = 10
 _CACHE_NAME = re.compile(r"^pairs-[0-9a-f]{24}\.npz$")
 _STALE_TMP_S = 3600.0  # a temporary file this old belongs to a worker that was killed while saving
 # What reading a damaged or truncated archive raises, from the zip directory to the arrays.
-_DAMAGED_FILE_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError)
+_DAMAGED_FILE_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError)
 
 
 @dataclass

@@ -120,7 +120,8 @@ def test_missing_device_runs_on_the_cpu_with_a_warning(photos, weights, device):
                     options={"weights": weights, "image_size": 224, "iterations": 2})
     result = run(job, Progress())
     assert len(result.images) == 2 and all(np.isfinite(im.cam2world).all() for im in result.images)
-    assert result.warnings == [f"{device.upper()} was requested but the worker's PyTorch cannot "
-                               "use it; DUSt3R ran on the CPU."]
+    # The alignment may add its own warnings about the random-weight predictions after it.
+    assert result.warnings[0] == (f"{device.upper()} was requested but the worker's PyTorch "
+                                  "cannot use it; DUSt3R ran on the CPU.")
     cpu = run(JobConfig(**{**job.__dict__, "device": "cpu"}), Progress())
-    assert cpu.warnings == []
+    assert not any("was requested" in w for w in cpu.warnings)
