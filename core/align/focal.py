@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
+DEFAULT_FOV_DEG = 60.0
+"""Field of view of the reference's ``focal_base`` (dust3r_reference.md §2.7)."""
+
+
+def focal_base(height: int, width: int) -> float:
+    """The reference's default focal ``max(H, W) / (2 tan 30 deg)`` in pixels of an ``H x W`` map
+    (a 60 degree field of view along the long side)."""
+    return max(height, width) / (2.0 * np.tan(np.radians(DEFAULT_FOV_DEG / 2)))
+
 
 def focal_from_pointmap(
     pts_cam: np.ndarray, uv: np.ndarray, pp: np.ndarray, weight: np.ndarray, iterations: int = 10
@@ -21,7 +30,8 @@ def focal_from_pointmap(
         weight: ``(M,)`` non-negative weights.
 
     Returns:
-        the focal length in pixels (NaN if no point is usable).
+        the focal length in pixels: NaN if no point is usable, and not positive for points that
+        contradict the pixels (as the reference, no clipping here; :func:`usable_focal` checks).
     """
     pts_cam = np.asarray(pts_cam, np.float64)
     z = pts_cam[:, 2]
@@ -40,3 +50,8 @@ def focal_from_pointmap(
         w = base / np.maximum(residual, 1e-8)
         f = (w @ num) / max(w @ den, 1e-300)
     return float(f)
+
+
+def usable_focal(f: float) -> bool:
+    """Whether an estimated focal can make a camera (finite and positive)."""
+    return bool(np.isfinite(f) and f > 0)

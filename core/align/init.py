@@ -18,7 +18,7 @@ from collections import deque
 
 import numpy as np
 
-from .focal import focal_from_pointmap
+from .focal import focal_from_pointmap, usable_focal
 from .graph import spanning_tree
 from .model import SceneState
 from .observations import Observations
@@ -80,7 +80,8 @@ def initialise(
     known_pp: np.ndarray,
     default_pp: np.ndarray,
     shared_focal: bool,
-) -> tuple[SceneState, int]:
+    fallback_focal: np.ndarray,
+) -> tuple[SceneState, int, list[int]]:
     """Cameras (pose, focal, principal point) and edge similarities in the root camera's frame.
 
     Args:
@@ -90,9 +91,12 @@ def initialise(
         known_pp: ``(N, 2)`` given principal points, NaN where unknown.
         default_pp: ``(N, 2)`` principal points to use otherwise.
         shared_focal: give all images of unknown focal the median of their estimates.
+        fallback_focal: ``(N,)`` focal (map-grid pixels) of an image whose estimate is not
+            positive and finite (its pointmap contradicts its pixels): the optimiser keeps a
+            focal's sign, so such an estimate could never become a camera.
 
     Returns:
-        ``(state, root)``.
+        ``(state, root, replaced)``: ``replaced`` lists the images given ``fallback_focal``.
     """
     n_images = len(obs.rows)
     score = edge_scores(obs, len(edges))
@@ -102,7 +106,7 @@ def initialise(
     focal = known_focal.copy()
     cam_R = np.tile(np.eye(3), (n_images, 1, 1))
     cam_c = np.zeros((n_images, 3))
-    estimated = []
+    estimated, replaced = [], []
     for n in range(n_images):
         uv = obs.uv[obs.image_pixels(n)]
         own = [e for e in range(len(edges)) if edges[e, 0] == n]
@@ -123,6 +127,11 @@ def initialise(
                 focal[n] = f
                 estimated.append(n)
             log.info("Image %d is never the first of a pair; placed by resection.", n)
+        if n in estimated and not usable_focal(focal[n, 0]):
+            log.warning("Image %d: estimated focal %s replaced by %.1f px.", n, focal[n, 0],
+                        fallback_focal[n])
+            focal[n] = fallback_focal[n]
+            replaced.append(n)
     if shared_focal and estimated:
         focal[estimated] = np.median(focal[estimated, 0])
     edge_R = np.zeros((len(edges), 3, 3))
@@ -134,7 +143,7 @@ def initialise(
         dst = np.concatenate([pts3d[i], pts3d[j]])
         edge_s[e], edge_R[e], edge_t[e] = fit_similarity(src, dst, w)
     state = SceneState(cam_R, cam_c, focal, pp, edge_R, edge_t, edge_s)
-    return state, root
+    return state, root, replaced
 
 
 def _transform(state: SceneState, s: float, R: np.ndarray, t: np.ndarray) -> None:
@@ -146,13 +155,41 @@ def _transform(state: SceneState, s: float, R: np.ndarray, t: np.ndarray) -> Non
     state.edge_s = s * state.edge_s
 
 
-def fix_gauge(state: SceneState, known_poses: dict[int, np.ndarray], base_scale: float) -> None:
+def _centre_scale(c_init: np.ndarray, c_known: np.ndarray) -> tuple[float | None, bool]:
+    """Scale taking the (rotated) initial camera centres ``(K, 3)`` to the known ones ``(K, 3)``.
+
+    The least-squares scale ``(a . b) / (a . a)`` of the centred centres when it is positive.
+    When it is not (the estimate places the cameras contrary to the known poses, e.g. mirrored),
+    a similarity cannot fit both and a non-positive scale would flip every pairwise scale; the
+    ratio of the centres' spreads ``sqrt(sum |b|^2 / sum |a|^2)`` keeps the scene's size instead.
+
+    Returns:
+        ``(s, contradicts)``: ``s`` is None when either set of centres has no spread (all at one
+        place: they fix no scale); ``contradicts`` tells that the spread ratio was used.
+    """
+    a, b = c_init - c_init.mean(0), c_known - c_known.mean(0)
+    spread_a, spread_b = (a * a).sum(), (b * b).sum()
+    if not (spread_a > 0 and spread_b > 0):
+        return None, False
+    s = float((a * b).sum() / spread_a)
+    if s > 0:
+        return s, False
+    return float(np.sqrt(spread_b / spread_a)), True
+
+
+def fix_gauge(state: SceneState, known_poses: dict[int, np.ndarray], base_scale: float
+              ) -> str | None:
     """Move ``state`` onto the known poses, or pin the pairwise scales to ``base_scale``.
 
-    Two or more known poses fix rotation, translation and scale (a similarity fitted on camera
-    orientations and centres); one fixes rotation and translation; the scale is then pinned to
+    Two or more known poses at different places fix rotation, translation and scale (a similarity
+    fitted on camera orientations and centres, its scale kept positive by :func:`_centre_scale`);
+    one (or several at one place) fixes rotation and translation; the scale is then pinned to
     the geometric mean ``base_scale`` of the pairwise scales, as the reference.
+
+    Returns:
+        a warning for the user when the estimated cameras contradict the known poses, else None.
     """
+    warning = None
     if known_poses:
         ids = sorted(known_poses)
         R_known = np.stack([known_poses[k][:3, :3] for k in ids])
@@ -160,17 +197,20 @@ def fix_gauge(state: SceneState, known_poses: dict[int, np.ndarray], base_scale:
         U, _, Vt = np.linalg.svd((R_known @ state.cam_R[ids].transpose(0, 2, 1)).sum(0))
         R = U @ np.diag([1, 1, np.sign(np.linalg.det(U @ Vt))]) @ Vt
         c_init = state.cam_c[ids] @ R.T
-        s = 1.0
-        if len(ids) >= 2:
-            a, b = c_init - c_init.mean(0), c_known - c_known.mean(0)
-            s = float((a * b).sum() / max((a * a).sum(), 1e-300))
-        _transform(state, s, R, c_known.mean(0) - s * c_init.mean(0))
+        s, contradicts = _centre_scale(c_init, c_known) if len(ids) >= 2 else (None, False)
+        if contradicts:
+            warning = ("The cameras estimated from the photos are placed contrary to the known "
+                       "poses (a similarity cannot map one onto the other); the known poses are "
+                       "kept, but check that they belong to these photos in this order.")
+            log.warning(warning)
+        _transform(state, s or 1.0, R, c_known.mean(0) - (s or 1.0) * c_init.mean(0))
         for k in ids:
             state.cam_R[k], state.cam_c[k] = known_poses[k][:3, :3], known_poses[k][:3, 3]
-        if len(ids) >= 2:
-            return
-        anchor = c_known[0]
+        if s is not None:
+            return warning
+        anchor = c_known.mean(0)
     else:
         anchor = np.zeros(3)
     k = base_scale / np.exp(np.log(state.edge_s).mean())
     _transform(state, k, np.eye(3), (1 - k) * anchor)
+    return warning

@@ -11,6 +11,9 @@ import numpy as np
 from ..config import strict_fields
 from ..errors import InputError
 
+PER_PHOTO_OPTIONS = ("known_focals", "known_intrinsics", "known_poses")
+"""Options that are lists of one entry per input photo (``None``/null where unknown)."""
+
 OPTIMIZERS = ("lbfgs", "adam")
 SCHEDULES = ("cosine", "linear", "constant")
 
@@ -78,6 +81,10 @@ class AlignOptions:
                 if m is not None and (np.shape(m) != shape or not np.isfinite(m).all()):
                     raise InputError(f"{name}[{k}] must be a finite {shape[0]}x{shape[1]} matrix "
                                      f"or null.")
+        for k, K in enumerate(self.known_intrinsics or ()):
+            if K is not None and not (K[0][0] > 0 and K[1][1] > 0):
+                raise InputError(f"known_intrinsics[{k}] must have positive focal lengths "
+                                 f"(fx = K[0][0], fy = K[1][1]), got {K[0][0]} and {K[1][1]}.")
         for k, f in enumerate(self.known_focals or ()):
             if f is not None and not (np.isfinite(f) and f > 0):
                 raise InputError(f"known_focals[{k}] must be a positive number or null, got {f}.")
@@ -108,11 +115,42 @@ class AlignOptions:
             d["known_focals"] = list(d["known_focals"])
         return d
 
+    def check_photo_count(self, n_photos: int) -> None:
+        """Refuse per-photo lists (:data:`PER_PHOTO_OPTIONS`) without one entry per photo.
+
+        Raises:
+            InputError: e.g. ``known_focals has 2 entries for 4 photos``.
+        """
+        check_photo_lists({name: getattr(self, name) for name in PER_PHOTO_OPTIONS},
+                          n_photos)
+
     def for_images(self, keep: list[int]) -> AlignOptions:
-        """These options with the per-image lists restricted to input images ``keep``."""
+        """These options with the per-image lists restricted to input images ``keep``.
+
+        Raises:
+            InputError: a list has no entry for one of ``keep`` (too short).
+        """
         changes = {}
-        for name in ("known_focals", "known_intrinsics", "known_poses"):
+        for name in PER_PHOTO_OPTIONS:
             values = getattr(self, name)
             if values is not None:
-                changes[name] = tuple(values[k] if k < len(values) else None for k in keep)
+                if keep and max(keep) >= len(values):
+                    raise InputError(f"{name} has {len(values)} entries, none for photo "
+                                     f"{max(keep) + 1}; give one entry per photo (null where "
+                                     "unknown).")
+                changes[name] = tuple(values[k] for k in keep)
         return dataclasses.replace(self, **changes)
+
+
+def check_photo_lists(options: dict[str, Any], n_photos: int) -> None:
+    """Refuse per-photo lists of ``options`` (plain job options) of another length than
+    ``n_photos``: a short list would silently apply to the first photos only.
+
+    Raises:
+        InputError: e.g. ``known_focals has 2 entries for 4 photos``.
+    """
+    for name in PER_PHOTO_OPTIONS:
+        values = options.get(name)
+        if values is not None and len(values) != n_photos:
+            raise InputError(f"{name} has {len(values)} entries for {n_photos} photos; give one "
+                             "entry per photo, in the order of the photos (null where unknown).")

@@ -13,6 +13,7 @@ from ..progress import Progress
 from ..result import ImageResult, SceneResult
 from .clean import clean_confidence
 from .depth import solve_depth
+from .focal import focal_base, usable_focal
 from .graph import connected_parts
 from .init import fix_gauge, initialise
 from .loss import AlignmentLoss
@@ -126,6 +127,26 @@ def _full_resolution(preds, image_ids, edge_ids, obs, state, eps, n) -> tuple:
     return depth.numpy().reshape(h, w), pts.numpy().reshape(h, w, 3), conf.reshape(h, w)
 
 
+def _add_warning(warnings: list[str], warning: str | None) -> None:
+    if warning is not None and warning not in warnings:
+        warnings.append(warning)
+
+
+def _check_cameras(state: SceneState, files: list[str]) -> None:
+    """Refuse cameras that cannot be saved or imported: a focal that is not positive and finite
+    (Blender cannot make such a camera) or a pose with non-finite values."""
+    for n, file in enumerate(files):
+        if not all(usable_focal(f) for f in state.focal[n]):
+            raise ReconstructionFailed(
+                f"The alignment gave {file} an invalid focal length {state.focal[n].tolist()} px; "
+                "its predictions are unusable. Give its focal length (known_focals) or leave the "
+                "photo out.")
+        if not (np.isfinite(state.cam_R[n]).all() and np.isfinite(state.cam_c[n]).all()):
+            raise ReconstructionFailed(
+                f"The alignment could not place the camera of {file} (non-finite pose); its "
+                "predictions are unusable. Leave the photo out or give its pose (known_poses).")
+
+
 def align(
     preds: PairPredictions, options: AlignOptions | None = None, progress: Progress | None = None
 ) -> SceneResult:
@@ -142,7 +163,8 @@ def align(
         largest connected part of the pair graph are listed in ``unregistered``.
 
     Raises:
-        InputError: no usable pair.
+        InputError: no usable pair; a per-image option list not of one entry per view.
+        ReconstructionFailed: a camera or depth map that cannot be recovered.
     """
     options = options or AlignOptions()
     edge_ids, warnings = _usable_edges(preds)
@@ -167,17 +189,26 @@ def align(
     index = {k: n for n, k in enumerate(image_ids)}
     edges = np.array([[index[int(i)], index[int(j)]] for i, j in preds.edges[edge_ids]])
     n = len(image_ids)
+    options.check_photo_count(len(preds.views))
     sub = options.for_images(image_ids)
     if progress is not None:
         progress("align", 0.0, "initialising cameras")
 
     obs = build_observations(preds, image_ids, edge_ids, options.opt_pixels)
     known_focal, known_pp = _known_intrinsics(preds, image_ids, sub)
-    default_pp = np.array([[w / 2, h / 2] for h, w in (preds.views[k].shape for k in image_ids)])
-    state, root = initialise(obs, edges, known_focal, known_pp, default_pp, options.shared_focal)
+    shapes = [preds.views[k].shape for k in image_ids]
+    default_pp = np.array([[w / 2, h / 2] for h, w in shapes])
+    state, root, replaced = initialise(obs, edges, known_focal, known_pp, default_pp,
+                                       options.shared_focal,
+                                       np.array([focal_base(h, w) for h, w in shapes]))
+    for k in replaced:
+        warnings.append(f"The focal length of {preds.views[image_ids[k]].file} could not be "
+                        "estimated from its pointmap (points behind the camera or inconsistent); "
+                        "it starts from a 60 degree field of view. Give known_focals if the "
+                        "result looks wrong.")
     known_poses = {k: np.asarray(m, float) for k, m in enumerate(sub.known_poses or ())
                    if m is not None}
-    fix_gauge(state, known_poses, options.base_scale)
+    _add_warning(warnings, fix_gauge(state, known_poses, options.base_scale))
     length = _median_depth(state, obs)
     eps = EPS_RELATIVE * length
 
@@ -195,7 +226,8 @@ def align(
                  progress.sub(0.0, 0.8) if progress is not None else None)
         state = model.state()
         if known_poses:
-            fix_gauge(state, known_poses, options.base_scale)
+            _add_warning(warnings, fix_gauge(state, known_poses, options.base_scale))
+    _check_cameras(state, [preds.views[k].file for k in image_ids])
 
     depth, pts, conf = [], [], []
     for k in range(n):

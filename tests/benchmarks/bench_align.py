@@ -60,6 +60,7 @@ import synthetic_pairs  # noqa: E402
 
 from core.align import AlignOptions, align  # noqa: E402
 from core.align.depth import solve_depth  # noqa: E402
+from core.align.focal import focal_base  # noqa: E402
 from core.align.init import fix_gauge, initialise  # noqa: E402
 from core.align.observations import build_observations  # noqa: E402
 from core.pairs import make_pairs  # noqa: E402
@@ -121,7 +122,8 @@ def paper_recipe(preds, iterations: int = 300, lr: float = 0.01, timing: dict | 
     # Spanning-tree initialisation at full resolution (all pixels), then depths from it.
     obs = build_observations(preds, list(range(n)), list(range(len(edges))), 0)
     pp = np.array([[w / 2, h / 2]] * n)
-    state, _ = initialise(obs, edges, np.full((n, 2), np.nan), np.full((n, 2), np.nan), pp, False)
+    state, _, _ = initialise(obs, edges, np.full((n, 2), np.nan), np.full((n, 2), np.nan), pp,
+                             False, np.full(n, focal_base(h, w)))
     fix_gauge(state, {}, 0.5)
     v, u = np.mgrid[0:h, 0:w]
     uv = np.stack([u.ravel(), v.ravel()], 1).astype(np.float64)
