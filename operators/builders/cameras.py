@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import bpy
 import numpy as np
 from mathutils import Matrix
 
+from ...core.errors import ReconstructionFailed
 from ...core.geometry.conventions import blender_camera_params, cam2world_opencv_to_blender
 from ...core.result import ImageResult, SceneResult
 from .datablocks import CreatedData, id_name, load_photo
@@ -20,9 +23,20 @@ def camera_settings(image: ImageResult) -> dict[str, float | str | int]:
     The keys of :func:`~core.geometry.conventions.blender_camera_params` plus ``resolution_x``
     and ``resolution_y`` (the original photo's size; the camera is set up for the full photo,
     not the network's map grid).
+
+    Raises:
+        ReconstructionFailed: the intrinsics or photo size cannot make a camera (a focal length
+            that is not positive and finite), naming the photo.
     """
     width, height = (int(v) for v in image.photo_size)
-    params = blender_camera_params(image.K_photo, width, height)
+    K_photo = image.K_photo
+    fx, fy = K_photo[0, 0], K_photo[1, 1]
+    if not (np.isfinite(K_photo).all() and fx > 0 and fy > 0 and width > 0 and height > 0):
+        raise ReconstructionFailed(
+            f"The result gives {Path(image.file).name} invalid intrinsics (fx={fx:g}, "
+            f"fy={fy:g} px, photo {width}x{height}), which no Blender camera can have. "
+            "Reconstruct again, giving its focal length (known_focals) or leaving the photo out.")
+    params = blender_camera_params(K_photo, width, height)
     params.update(resolution_x=width, resolution_y=height)
     return params
 
