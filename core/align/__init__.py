@@ -10,6 +10,16 @@
 from __future__ import annotations
 
 from .options import AlignOptions
-from .pipeline import align
 
 __all__ = ["AlignOptions", "align"]
+
+
+def __getattr__(name: str):
+    """``align`` is imported on first use: it needs torch, the options do not (the worker checks
+    a job's per-photo options before any backend runs, also for backends without torch)."""
+    if name == "align":
+        from .pipeline import align
+
+        globals()["align"] = align
+        return align
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -154,3 +154,19 @@ def check_photo_lists(options: dict[str, Any], n_photos: int) -> None:
         if values is not None and len(values) != n_photos:
             raise InputError(f"{name} has {len(values)} entries for {n_photos} photos; give one "
                              "entry per photo, in the order of the photos (null where unknown).")
+
+
+def restrict_photo_lists(options: dict[str, Any], n_photos: int, keep: list[int]
+                         ) -> dict[str, Any]:
+    """Job options whose per-photo lists, given for ``n_photos`` input photos, follow only the
+    photos ``keep`` (indices of the input photos that remain, in order).
+
+    Raises:
+        InputError: a list without one entry per input photo (:func:`check_photo_lists`).
+    """
+    check_photo_lists(options, n_photos)
+    out = dict(options)
+    for name in PER_PHOTO_OPTIONS:
+        if out.get(name) is not None:
+            out[name] = [out[name][k] for k in keep]
+    return out
