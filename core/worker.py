@@ -111,15 +111,18 @@ def validate_images(job: JobConfig, progress: Progress) -> tuple[JobConfig, list
     """Check the photos before the backend runs.
 
     A single folder in ``job.images`` stands for its photos (sorted by name; other files are
-    skipped). Unreadable, truncated and non-image files are dropped with a warning.
+    skipped). Unreadable, truncated and non-image files are dropped with a warning, and so are
+    their entries in the per-photo option lists (``known_focals``, ...: one per input photo).
 
     Returns:
         ``(job, warnings)``: the job with only the usable photos, and one warning per skipped file.
 
     Raises:
-        InputError: no usable photo, naming the folder(s) looked at.
+        InputError: no usable photo, naming the folder(s) looked at; a per-photo option list
+            without one entry per photo.
     """
-    from .images import load_images
+    from .align.options import restrict_photo_lists
+    from .images import list_image_files, load_images
 
     paths: str | list[str] = list(job.images)
     if len(job.images) == 1 and Path(job.images[0]).is_dir():
@@ -137,7 +140,12 @@ def validate_images(job: JobConfig, progress: Progress) -> tuple[JobConfig, list
         raise InputError(f"No readable photo in {where}. {exc}") from exc
     warnings = [f"Skipped {Path(s['file']).name}: {s['reason']}" for s in skipped]
     progress("loading images", 1.0, f"{len(loaded)} photo(s), {len(skipped)} skipped")
-    return dataclasses.replace(job, images=tuple(im.file for im in loaded)), warnings
+    photos = list_image_files(paths) if isinstance(paths, str) else paths
+    usable = {im.file for im in loaded}
+    options = restrict_photo_lists(job.options, len(photos),
+                                   [k for k, f in enumerate(photos) if f in usable])
+    return dataclasses.replace(job, images=tuple(im.file for im in loaded), options=options), \
+        warnings
 
 
 def run(job: JobConfig, progress: Progress) -> SceneResult:
