@@ -6,19 +6,26 @@ with a message naming the problem."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import synthetic_pairs
 from core.align import AlignOptions, align
 from core.align.focal import focal_base
 from core.align.init import _centre_scale
+from core.align.model import SceneState
 from core.align.options import check_photo_lists
 from core.align.pipeline import _check_cameras
-from core.align.model import SceneState
+from core.config import JobConfig
 from core.errors import InputError, ReconstructionFailed
 from core.pairs import make_pairs
+from core.progress import Progress
+from core.worker import validate_images
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -178,3 +185,44 @@ def test_known_intrinsics_need_positive_focals():
     bad = np.diag([-300.0, 300.0, 1.0])
     with pytest.raises(InputError, match=r"known_intrinsics\[1\] must have positive focal"):
         AlignOptions(known_intrinsics=(None, bad))
+
+
+def _photos(folder, n_photos, unreadable):
+    """``n_photos`` PNG files ``p<k>.png`` in ``folder``; those in ``unreadable`` are not images."""
+    folder.mkdir()
+    files = []
+    for k in range(n_photos):
+        path = folder / f"p{k}.png"
+        if k in unreadable:
+            path.write_bytes(b"not a png")
+        else:
+            Image.fromarray(np.full((24, 32, 3), 40 * k, np.uint8)).save(path)
+        files.append(str(path))
+    return files
+
+
+def _validated(images, options):
+    job, _ = validate_images(JobConfig(images=tuple(images), backend="dust3r", options=options),
+                             Progress(lambda *args: None))
+    return job
+
+
+def test_skipped_photos_drop_their_entries_of_per_photo_lists(tmp_path):
+    files = _photos(tmp_path / "photos", 4, unreadable={1})
+    poses = [np.eye(4).tolist()] * 4
+    options = {"known_focals": [100.0, 200.0, 300.0, None], "known_poses": poses, "graph": "swin"}
+    job = _validated(files, options)
+    assert job.images == (files[0], files[2], files[3])
+    assert job.options == {"known_focals": [100.0, 300.0, None], "known_poses": poses[:3],
+                           "graph": "swin"}
+    # A folder stands for its photos in name order; other files are not photos.
+    (tmp_path / "photos" / "notes.txt").write_text("not a photo")
+    assert _validated([str(tmp_path / "photos")], options).options == job.options
+    with pytest.raises(InputError, match="known_focals has 3 entries for 4 photos"):
+        _validated(files, {"known_focals": [100.0, 200.0, 300.0]})
+
+
+def test_alignment_options_load_without_torch():
+    # The worker checks per-photo options before any backend runs, also without torch.
+    code = "import sys, core.align.options; assert 'torch' not in sys.modules, 'torch loaded'"
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2], check=True)
