@@ -18,6 +18,13 @@ from .depth import solve_depth
 from .model import SceneModel
 
 
+def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[index]`` along dim 0. Its gradient is summed by ``index_add_``, which gives the same
+    bits on any number of threads; the gradient of ``x[index]`` (``index_put_`` with
+    accumulation) is summed in a thread-dependent order when several threads share the work."""
+    return torch.index_select(x, 0, index)
+
+
 class AlignmentLoss:
     """The loss of one set of observations.
 
@@ -48,9 +55,9 @@ class AlignmentLoss:
         """``origin (M, 3)`` and world ray directions ``(M, 3)`` (unit camera z) of all pixels."""
         R, c, focal, pp = model.cameras()
         img = self.t["pixel_image"]
-        xy = (self.t["uv"] - pp[img]) / focal[img]
+        xy = (self.t["uv"] - _take(pp, img)) / _take(focal, img)
         cam = torch.cat([xy, torch.ones_like(xy[:, :1])], dim=1)
-        return c[img], torch.einsum("mij,mj->mi", R[img], cam)
+        return _take(c, img), torch.einsum("mij,mj->mi", _take(R, img), cam)
 
     def targets(self, model: SceneModel) -> torch.Tensor:
         """``(K, 3)`` every observation mapped to the world by its edge's similarity."""
@@ -67,7 +74,7 @@ class AlignmentLoss:
         with torch.no_grad():
             depth = solve_depth(origin, rays, targets, self.robust_weight, pix, self.eps, 0)
             depth = torch.nan_to_num(depth)
-        return origin[pix] + depth[pix, None] * rays[pix] - targets
+        return _take(origin, pix) + depth[pix, None] * _take(rays, pix) - targets
 
     def reweight(self, model: SceneModel) -> float:
         """Update the robust weights from the current residuals; returns the paper's loss."""

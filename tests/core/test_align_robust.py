@@ -226,3 +226,15 @@ def test_alignment_options_load_without_torch():
     # The worker checks per-photo options before any backend runs, also without torch.
     code = "import sys, core.align.options; assert 'torch' not in sys.modules, 'torch loaded'"
     subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2], check=True)
+
+
+def test_same_cameras_on_two_threads():
+    # Gradients gathered over pixels must not be summed in a thread-dependent order.
+    import torch
+
+    scene = synthetic_pairs.make_scene(6, make_pairs(6, "complete"), 96, 128, seed=31)
+    torch.set_num_threads(2)  # the one_torch_thread fixture restores the count afterwards
+    first, again = (align(scene.preds, AlignOptions(iterations=30)) for _ in range(2))
+    for a, b in zip(first.images, again.images):
+        np.testing.assert_array_equal(a.cam2world, b.cam2world)
+        np.testing.assert_array_equal(a.K, b.K)
