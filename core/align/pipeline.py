@@ -257,7 +257,9 @@ def align(
         ))
     if progress is not None:
         progress("align", 1.0, "aligned")
-    units = "given poses" if len(known_poses) >= 2 else "arbitrary"
+    # Known poses fix the units when their centres are not all at one place (see fix_gauge).
+    fixed = len(known_poses) >= 2 and np.ptp([m[:3, 3] for m in known_poses.values()], 0).any()
+    units = "given poses" if fixed else "arbitrary"
     return SceneResult(images=images, backend="dust3r", conf_kind="dust3r",
                        conf_threshold=options.conf_threshold, units=units,
                        unregistered=unregistered, warnings=warnings)

@@ -94,6 +94,7 @@ def test_known_poses_at_one_place_pin_the_scale_instead():
     _assert_finite(result)
     for k in range(4):
         np.testing.assert_array_equal(result.images[k].cam2world, poses[k])
+    assert result.units == "arbitrary"
 
 
 def test_focal_base_is_a_sixty_degree_field_of_view():
