@@ -167,6 +167,7 @@ def align(
         ReconstructionFailed: a camera or depth map that cannot be recovered.
     """
     options = options or AlignOptions()
+    options.check_photo_count(len(preds.views))
     edge_ids, warnings = _usable_edges(preds)
     if not edge_ids:
         raise InputError("The pair predictions contain no usable pair; re-run the network.")
@@ -189,7 +190,6 @@ def align(
     index = {k: n for n, k in enumerate(image_ids)}
     edges = np.array([[index[int(i)], index[int(j)]] for i, j in preds.edges[edge_ids]])
     n = len(image_ids)
-    options.check_photo_count(len(preds.views))
     sub = options.for_images(image_ids)
     if progress is not None:
         progress("align", 0.0, "initialising cameras")
