@@ -222,6 +222,7 @@ def _exif_focal_warnings(focals: tuple[float | None, ...] | None, files: tuple[s
 def run(job: JobConfig, progress: Progress) -> SceneResult:
     """Reconstruct ``job.images`` with DUSt3R and the global alignment."""
     network, align_options = split_options(job.options)
+    align_options.check_photo_count(len(job.images))  # before the network, not after it
     exif_focals = None
     if network.exif_focal and align_options.known_focals is None \
             and align_options.known_intrinsics is None:

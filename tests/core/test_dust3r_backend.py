@@ -90,6 +90,18 @@ def test_bad_options_are_refused(weights):
         split_options({"weights": weights, "iteratons": 3})
 
 
+def test_per_photo_lists_are_checked_before_the_network(photos, weights, tmp_path):
+    # Called directly (not through the worker), a list too long for the photos is refused at
+    # once, before minutes of inference.
+    job = JobConfig(images=tuple(photos[:3]), backend="dust3r", cache_dir=str(tmp_path / "c"),
+                    options={"weights": weights, "image_size": 224,
+                             "known_focals": [None, 200.0, None, None]})
+    stages = []
+    with pytest.raises(InputError, match="known_focals has 4 entries for 3 photos"):
+        run(job, Progress(lambda stage, f, m: stages.append(stage)))
+    assert "inference" not in stages
+
+
 def test_exif_focal_becomes_a_known_focal(tmp_path, weights):
     rng = np.random.default_rng(1)
     files = []
