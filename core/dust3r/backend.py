@@ -140,14 +140,13 @@ def _predict(job, network, images, progress, device: str) -> PairPredictions:
     from .weights import load_model
 
     pairs = make_pairs(len(images), **network.graph_arguments())
-    with _LoaderWarnings() as loader_warnings:
-        model = load_model(network.weights, device)
+    model = load_model(network.weights, device)
     preds = run_pairs(model, images, pairs, device=device,
                       precision=network.precision, batch_size=network.batch_size,
                       progress=progress)
     # The loader's only warning says it could not tell the training size and assumed one; a
     # size warning would then state that guess as a fact.
-    preds.warnings = loader_warnings.messages or \
+    preds.warnings = model.load_warnings or \
         _size_warning(model.name, model.config.img_size, network.image_size)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -163,26 +162,6 @@ def _mark_used(path: Path) -> None:
         os.utime(path)
     except OSError as exc:  # a read-only cache still works; it is only pruned earlier
         log.warning("Could not mark the cache file %s as used: %s", path, exc)
-
-
-class _LoaderWarnings(logging.Handler):
-    """Collects the warnings the checkpoint loader logs (e.g. a linear model without a config
-    that tells 224 from 512), so that they reach the result and not only ``worker.log``."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-        self._logger = logging.getLogger(f"{__package__}.weights")
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-    def __enter__(self) -> _LoaderWarnings:
-        self._logger.addHandler(self)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._logger.removeHandler(self)
 
 
 def _size_warning(model_name: str, trained_size: tuple[int, int], image_size: int) -> list[str]:

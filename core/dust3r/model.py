@@ -51,6 +51,8 @@ class Dust3rNet(nn.Module):
         self.config = c
         self.name = ""
         """Checkpoint name (file stem), set by :func:`.weights.load_model`; recorded in outputs."""
+        self.load_warnings: list[str] = []
+        """What :func:`.weights.load_model` had to assume about the checkpoint, for the user."""
         self.patch_embed = PatchEmbed(c)
         self.enc_blocks = nn.ModuleList(
             EncoderBlock(c.enc_embed_dim, c.enc_num_heads, c.mlp_ratio, c.norm_eps)

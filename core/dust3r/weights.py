@@ -123,9 +123,17 @@ def config_from_state_dict(
     for prefix, dim in (("enc", enc_dim), ("dec", dec_dim)):
         # All released models use 64-wide heads; the declared count wins when present.
         args.setdefault(f"{prefix}_num_heads", max(dim // 64, 1))
-    if "img_size" not in declared and not is_dpt:
-        log.warning("%s: no config tells 224 from 512 for this linear model; assuming 512.", source)
+    if warning := assumed_size_warning(declared, found["head_type"], source):
+        log.warning("%s", warning)
     return ModelConfig.from_constructor_args(args)
+
+
+def assumed_size_warning(declared: dict[str, Any], head_type: str, source: str | Path) -> str:
+    """The warning for a linear model whose files do not say whether it is the 224 or the 512
+    one (the shapes cannot tell; 512 is assumed), else ``""``."""
+    if "img_size" in declared or head_type == "dpt":
+        return ""
+    return f"{source}: no config tells 224 from 512 for this linear model; assuming 512."
 
 
 def parse_constructor_string(text: str) -> dict[str, Any]:
@@ -271,5 +279,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Dust3rNe
     # assign=True adopts the loaded tensors instead of copying them into fresh parameters.
     model.load_state_dict(state, strict=True, assign=True)
     model.name = path.parent.name if path.name == "model.safetensors" else path.stem
+    model.load_warnings = [w for w in [assumed_size_warning(declared, config.head_type, path)] if w]
     log.info("Loaded %s (%s)", path.name, preset_name(config) or "custom size")
     return model.to(device).eval().requires_grad_(False)
