@@ -361,31 +361,39 @@ class Job:
             raise
 
 
-def prune_job_folders(jobs_dir: str | Path, keep: int, protect: Iterable[str | Path] = ()) -> list[Path]:
-    """Delete all but the newest ``keep`` job folders in ``jobs_dir``.
+def remove_oldest(
+    folders: Iterable[str | Path], marker: str, keep: int, protect: Iterable[str | Path] = ()
+) -> list[Path]:
+    """Delete all but the newest ``keep`` of ``folders``, which accumulate (each holds a job or a
+    result: tens of MB for a few photos).
 
-    Every run leaves its folder (result, logs; tens of MB for a few photos), so the cache would
-    grow without end. Only folders with a ``job.json`` count, so nothing else there is touched;
-    their age is that of ``job.json``, written once when the job started (folder names carry
-    the time only to the second). A folder is kept when a path in ``protect`` (e.g. the result folder an open .blend
-    still uses) is that folder or lies inside it.
+    Only folders holding the file ``marker`` count, so nothing else is touched; a folder's age is
+    that of ``marker``, written once when the folder was made (names carry the time only to the
+    second, if at all). A folder is kept when a path in ``protect`` (e.g. the result folder an
+    open .blend still uses) is that folder or lies inside it.
 
     Returns:
         The folders removed, oldest first.
     """
-    jobs = sorted(
-        (p for p in Path(jobs_dir).glob("*") if (p / JOB_FILE).is_file()),
-        key=lambda p: ((p / JOB_FILE).stat().st_mtime_ns, p.name),
+    candidates = sorted(
+        (Path(p) for p in folders if (Path(p) / marker).is_file()),
+        key=lambda p: ((p / marker).stat().st_mtime_ns, p.name),
     )
     protected = [Path(p).resolve() for p in protect]
     removed = []
-    for folder in jobs[: max(0, len(jobs) - keep)]:
+    for folder in candidates[: max(0, len(candidates) - keep)]:
         folder = folder.resolve()
         if any(p == folder or folder in p.parents for p in protected):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
     return removed
+
+
+def prune_job_folders(jobs_dir: str | Path, keep: int, protect: Iterable[str | Path] = ()) -> list[Path]:
+    """Delete all but the newest ``keep`` job folders (those with a ``job.json``) in ``jobs_dir``,
+    except the ``protect``ed ones (:func:`remove_oldest`)."""
+    return remove_oldest(Path(jobs_dir).glob("*"), JOB_FILE, keep, protect)
 
 
 def run_job(

@@ -28,6 +28,9 @@ from .errors import FormatError
 
 RESULT_FORMAT_VERSION = 1
 
+RESULT_FILE = "result.json"
+"""The metadata file of a result folder (written last, so its presence means a complete result)."""
+
 
 @dataclass
 class ImageResult:
@@ -164,7 +167,7 @@ class SceneResult:
         tmp_npz.replace(directory / "result.npz")
         tmp_json = directory / "result.json.tmp"
         tmp_json.write_text(json.dumps(meta, indent=1))
-        tmp_json.replace(directory / "result.json")
+        tmp_json.replace(directory / RESULT_FILE)
 
     @classmethod
     def load(cls, directory: str | Path) -> SceneResult:
@@ -175,7 +178,7 @@ class SceneResult:
         """
         directory = Path(directory)
         try:
-            meta = json.loads((directory / "result.json").read_text())
+            meta = json.loads((directory / RESULT_FILE).read_text())
             npz = np.load(directory / "result.npz", allow_pickle=False)
         except FileNotFoundError as exc:
             raise FormatError(

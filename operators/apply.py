@@ -18,6 +18,15 @@ from .builders import ImportOptions, import_result, rebuild_geometry
 log = logging.getLogger(__name__)
 
 
+def paths_in_use() -> list[str]:
+    """Result folders the scenes remember and files of loaded images (e.g. upright photo copies):
+    the job and result folders holding them must survive pruning, or Re-import and backgrounds
+    break."""
+    results = [scene.recon.last_result_dir for scene in bpy.data.scenes if scene.recon.last_result_dir]
+    images = [bpy.path.abspath(image.filepath) for image in bpy.data.images if image.filepath]
+    return results + images
+
+
 def import_options(props) -> ImportOptions:
     """Builder options from the scene settings (None = the backend's suggested threshold)."""
     return ImportOptions(

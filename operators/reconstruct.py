@@ -27,7 +27,7 @@ from ..core.worker import RESULT_DIR
 from ..ui import preferences
 from ..ui.properties import resolve_backend, to_job_config
 from . import job_display
-from .apply import apply_result
+from .apply import apply_result, paths_in_use
 from .dependencies import worker_extra_paths
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def new_job_dir(prefs) -> Path:
         InputError: the folder cannot be created (naming it and why).
     """
     jobs = preferences.cache_folder(prefs) / "jobs"
-    removed = prune_job_folders(jobs, prefs.keep_jobs - 1, protect=_paths_in_use())
+    removed = prune_job_folders(jobs, prefs.keep_jobs - 1, protect=paths_in_use())
     if removed:
         log.info("Removed %d old job folder(s) from %s (Keep Jobs: %d)", len(removed), jobs, prefs.keep_jobs)
     job_dir = jobs / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -56,14 +56,6 @@ def new_job_dir(prefs) -> Path:
             "cache folder (the Cache Folder preference; headless: --cache-dir)."
         ) from exc
     return job_dir
-
-
-def _paths_in_use() -> list[str]:
-    """Result folders the scenes remember and files of loaded images (e.g. upright photo copies):
-    the job folders holding them must survive pruning, or Re-import and backgrounds break."""
-    results = [scene.recon.last_result_dir for scene in bpy.data.scenes if scene.recon.last_result_dir]
-    images = [bpy.path.abspath(image.filepath) for image in bpy.data.images if image.filepath]
-    return results + images
 
 
 def _log_progress(status: JobStatus) -> None:

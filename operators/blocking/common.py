@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 from pathlib import Path
 
 import bpy
@@ -17,8 +16,9 @@ import numpy as np
 
 from ...core.blocking.transform import similarity_scale
 from ...core.errors import InputError
-from ...core.result import SceneResult
-from ..apply import import_options, reapply_result
+from ...core.job import remove_oldest
+from ...core.result import RESULT_FILE, SceneResult
+from ..apply import import_options, paths_in_use, reapply_result
 from . import sync
 
 log = logging.getLogger(__name__)
@@ -89,18 +89,12 @@ def _edited_folder(result_dir: Path) -> Path:
 
 
 def _remove_old_edits(newest: Path) -> None:
-    """Keep the :data:`KEPT_EDITS` newest edits of ``newest``'s result (by save time) and any a
-    scene uses; the original result folder always stays."""
+    """Keep the :data:`KEPT_EDITS` newest edits of ``newest``'s result (by save time) and any the
+    open .blend uses; the original result folder always stays."""
     root = re.sub(rf"{EDITED_SUFFIX}\d+$", "", newest.name)
     edits = [p for p in newest.parent.glob(f"{root}{EDITED_SUFFIX}*")
-             if re.fullmatch(rf"{re.escape(root)}{EDITED_SUFFIX}\d+", p.name)
-             and (p / "result.json").is_file()]
-    edits.sort(key=lambda p: (p / "result.json").stat().st_mtime_ns)
-    in_use = {Path(s.recon.last_result_dir).resolve() for s in bpy.data.scenes
-              if s.recon.last_result_dir}
-    for old in edits[:-KEPT_EDITS]:
-        if old.resolve() not in in_use:
-            shutil.rmtree(old, ignore_errors=True)
+             if re.fullmatch(rf"{re.escape(root)}{EDITED_SUFFIX}\d+", p.name)]
+    remove_oldest(edits, RESULT_FILE, KEPT_EDITS, protect=paths_in_use())
 
 
 def commit_transform(
