@@ -49,23 +49,6 @@ class Plane:
         return pts - self.height(pts)[..., None] * self.normal
 
 
-def camera_up(result: SceneResult) -> np.ndarray:
-    """``(3,)`` float64 unit average up direction of the cameras (their -y axes) in the world.
-
-    Raises:
-        InputError: no cameras, or their up directions cancel out.
-    """
-    ups = [-np.asarray(im.cam2world, np.float64)[:3, 1] for im in result.images]
-    mean = np.sum(ups, axis=0) if ups else np.zeros(3)
-    length = np.linalg.norm(mean)
-    if length < 1e-6 * max(len(ups), 1):
-        raise InputError(
-            "The cameras' up directions cancel out, so the floor cannot be told apart from the "
-            "walls; level the scene by picking the floor by hand."
-        )
-    return mean / length
-
-
 # Mean length of the cameras' unit up vectors above which their average is trusted (1: all
 # agree; 0.7: within about 45 degrees of each other).
 _AGREEING_UPS = 0.7
