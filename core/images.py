@@ -14,7 +14,8 @@ top-left pixel is (0, 0)), so that ``K_photo = photo_from_map @ K``.
 The network input is ``normalize(rgb)``: ``(x / 255 - 0.5) / 0.5`` in [-1, 1], channels first.
 
 Blender shows a photo's stored pixels and ignores EXIF orientation, so the worker writes an
-upright copy of every photo stored sideways or mirrored (:func:`write_upright_copies`).
+upright copy of every photo stored sideways or mirrored, and of every HEIC photo, which Blender
+cannot read (:func:`write_upright_copies`).
 torch-free: numpy and Pillow only.
 """
 
@@ -302,9 +303,10 @@ def write_upright_copies(images: Sequence[ImageResult], result_dir: str | Path) 
 
     ``photo_size`` and ``K_photo`` describe the EXIF-oriented photo, but Blender loads a file's
     stored pixels as they are, so a phone's portrait photo stored sideways would sit sideways in
-    its camera frame; and it has no HEIC reader at all. Photo ``k`` gets ``<result_dir>/upright/<k>/<stem>.jpg`` (JPEG quality 95,
-    4:4:4, colour profile kept) or ``.png`` for other inputs (lossless), and ``display_file`` its
-    absolute path; photos stored upright get ``display_file = None``. A photo that can no longer
+    its camera frame; and it has no HEIC reader at all. Photo ``k`` gets
+    ``<result_dir>/upright/<k>/<stem>.jpg`` (JPEG and HEIC input: quality 95, 4:4:4, colour
+    profile kept) or ``.png`` for other inputs (lossless), and ``display_file`` its absolute path;
+    photos Blender can show as they are get ``display_file = None``. A photo that can no longer
     be read keeps its ``display_file`` (logged as a warning: the import then reports it missing
     or shows it as stored).
 
