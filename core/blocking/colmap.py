@@ -171,12 +171,19 @@ def write_colmap_model(
     directory.mkdir(parents=True, exist_ok=True)
     (_write_binary if binary else _write_text)(directory, result, names, points)
     log.info("Wrote COLMAP model: %d images, %d points, %s", len(names), len(points.xyz), directory)
-    sideways = [f"{name} ({im.display_file})" for name, im in zip(names, result.images) if im.display_file]
+    sideways = sideways_photos(result)
     if sideways:
-        # The cameras describe the upright photos; tools that ignore EXIF orientation need the
-        # upright copies under the photos' names.
         log.warning(
             "%d photo(s) are stored sideways (EXIF orientation); give tools that ignore it the "
-            "upright copies under the photos' names: %s", len(sideways), "; ".join(sideways),
+            "upright copies under the photos' names: %s", len(sideways),
+            "; ".join(f"{name} ({copy})" for name, copy in sideways),
         )
     return directory
+
+
+def sideways_photos(result: SceneResult) -> list[tuple[str, str]]:
+    """``(name in the model, upright copy)`` of the photos the model names but whose stored
+    pixels are not what its cameras describe (EXIF-rotated or HEIC: see ``display_file``);
+    tools that ignore EXIF orientation need the copies under those names."""
+    return [(name, im.display_file) for name, im in zip(_image_names(result.images), result.images)
+            if im.display_file]

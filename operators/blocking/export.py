@@ -7,7 +7,7 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
-from ...core.blocking.colmap import write_colmap_model
+from ...core.blocking.colmap import sideways_photos, write_colmap_model
 from ...core.blocking.nerf import write_transforms_json
 from ...core.blocking.ply import export_ply
 from ...core.errors import ReconstructionError
@@ -77,7 +77,7 @@ class RECON_OT_export_result(bpy.types.Operator):
                         f"({exc.strerror or exc}). Choose a folder you can write to.")
             return {"CANCELLED"}
         self.report({"INFO"}, f"Exported {len(result.images)} cameras to {written}")
-        if self.format in ("COLMAP_BIN", "COLMAP_TXT") and any(im.display_file for im in result.images):
+        if self.format in ("COLMAP_BIN", "COLMAP_TXT") and sideways_photos(result):
             self.report({"WARNING"}, "Some photos are stored sideways (EXIF orientation): give "
                         "tools that ignore it their upright copies (see the log) under the same names")
         return {"FINISHED"}
