@@ -37,7 +37,7 @@ zips: $(VENV)/.installed
 
 # The demo: reconstruct the bundled sample scene with the default (classical) backend; writes
 # demo_out/scene.blend and demo_out/preview.png and prints the camera errors against its truth.
-# Measured: 1 min 23-26 s on 2 otherwise idle CPU cores (much longer when other work shares them).
+# Measured: 1 min 23-29 s on 2 otherwise idle CPU cores (much longer when other work shares them).
 SAMPLE := tests/data/sample_scene
 demo: $(VENV)/.installed
 	timeout 3600 $(VENV)/bin/python operators/cli.py --images $(SAMPLE)/images \
